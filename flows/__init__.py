@@ -1,0 +1,1 @@
+"""digitflow orchestration: Prefect flows, tasks and the digitflow CLI."""

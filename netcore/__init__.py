@@ -1,0 +1,43 @@
+"""netcore: a digit classifier written from scratch in NumPy, and everything around it.
+
+Pure library (numpy, Pillow, pyarrow, safetensors; never Prefect). One idea per module:
+
+    config       NetworkConfig / TrainConfig dataclasses, saved as JSON next to the weights
+    network      the MLP: forward, hand-written backward, predict
+    activations  hidden activations by name;  losses: softmax + cross-entropy by name
+    optim        SGD with momentum / Nesterov and weight decay
+    schedules    learning-rate schedules (constant, step, cosine with warmup)
+    augment      random-shift augmentation, built once per epoch
+    trainer      the training loop, checkpoints and resume, early stopping
+    weights      model.safetensors + config.json, verified on load
+    metrics      accuracy, confusion matrix, precision / recall
+    mnist        the Hugging Face MNIST Parquet layout -> uint8 arrays
+    preprocess   pixel scaling shared by training and inference
+
+Quick start (python -m netcore.train_mnist --help runs it on real MNIST):
+
+    from netcore import Network, NetworkConfig, TrainConfig, train
+    net = Network(NetworkConfig(), np.random.default_rng(0))
+    train(net, pixels, labels, TrainConfig(epochs=5))
+"""
+
+from netcore.config import NetworkConfig, TrainConfig
+from netcore.errors import DataFileError, ModelFileError, NetcoreError, TrainingDiverged
+from netcore.network import Network
+from netcore.trainer import EpochStats, TrainResult, train
+from netcore.weights import load_model, save_model
+
+__all__ = [
+    "DataFileError",
+    "EpochStats",
+    "ModelFileError",
+    "NetcoreError",
+    "Network",
+    "NetworkConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "load_model",
+    "save_model",
+    "train",
+]

@@ -1,0 +1,57 @@
+"""Training checkpoints: one safetensors file holding everything a resumed run needs.
+
+Tensors: the parameters (`param/<name>`), the momentum buffers (`velocity/<name>`) and, with early
+stopping, the best epoch's parameters (`best/<name>`). The file's metadata holds the training
+state as JSON: epochs done, the random generator's exact state, the history so far, and both
+configs (a checkpoint from a different configuration is refused). The file is written to a
+temporary name and renamed, so a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from netcore.errors import ModelFileError
+
+
+def save_checkpoint(
+    path: str | Path,
+    params: dict[str, np.ndarray],
+    velocity: dict[str, np.ndarray],
+    best: dict[str, np.ndarray] | None,
+    state: dict[str, Any],
+) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"param/{k}": v for k, v in params.items()}
+    tensors |= {f"velocity/{k}": v for k, v in velocity.items()}
+    if best is not None:
+        tensors |= {f"best/{k}": v for k, v in best.items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Returns ({"param": {...}, "velocity": {...}, "best": {...}}, state)."""
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            metadata = json.loads(f.read(header_len)).get("__metadata__", {})
+        state = json.loads(metadata["state"])
+    except (SafetensorError, OSError, ValueError, KeyError) as error:
+        raise ModelFileError(path, f"not a readable training checkpoint ({error})") from None
+    groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "velocity": {}, "best": {}}
+    for key, value in tensors.items():
+        group, _, name = key.partition("/")
+        groups.setdefault(group, {})[name] = value
+    return groups, state

@@ -1,0 +1,33 @@
+"""The exceptions netcore raises on purpose: each carries a message a user can act on.
+
+Callers (the CLI, the flows) catch `NetcoreError` and print its message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NetcoreError(Exception):
+    """Base class for every error netcore raises deliberately."""
+
+
+class FileProblem(NetcoreError):
+    """A file exists (or should) but cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ModelFileError(FileProblem):
+    """A weights or config file is missing, malformed, or does not match its config."""
+
+
+class DataFileError(FileProblem):
+    """A dataset file (Parquet, .npy) has the wrong schema, size, labels or images."""
+
+
+class TrainingDiverged(NetcoreError):
+    """The loss became NaN or infinite."""

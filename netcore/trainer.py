@@ -1,0 +1,170 @@
+"""The training loop: mini-batch SGD over shuffled, shift-augmented epochs.
+
+    result = train(network, pixels, labels, TrainConfig(epochs=10), on_epoch=print)
+
+`pixels` are uint8 `(n, 784)` (or `(n, 28, 28)`), `labels` integers `(n,)`. Each epoch draws a fresh
+shuffle (and shifts, if `augment_shift` > 0) from a generator seeded by `config.seed`, scales each
+batch with the network's pixel scaling, and takes one SGD step per batch with the learning rate
+of the schedule at that fractional epoch. With `checkpoint_path`, the whole state is saved after
+every epoch, and a later call with the same configuration resumes from it and ends with
+bit-identical weights to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netcore.augment import ShiftedEpochs
+from netcore.checkpoint import load_checkpoint, save_checkpoint
+from netcore.config import TrainConfig
+from netcore.errors import ModelFileError, TrainingDiverged
+from netcore.metrics import accuracy
+from netcore.network import Network
+from netcore.optim import SGD
+from netcore.preprocess import normalize
+from netcore.schedules import learning_rate
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    loss: float  # mean training loss over the epoch's batches
+    train_accuracy: float  # on the (augmented) training batches, before each step
+    validation_accuracy: float | None  # on the held-out split, None without one
+    seconds: float  # wall time of the epoch
+    learning_rate: float  # rate at the end of the epoch
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats]
+    best_epoch: int  # the epoch whose weights the network ends with
+    stopped_early: bool
+    resumed_from_epoch: int  # 0 for a fresh run
+
+
+def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for (the validation split, the epochs' shuffles and shifts)."""
+    split, epochs = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(split), np.random.default_rng(epochs)
+
+
+def split_validation(
+    n: int, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation), validation being `fraction` of `n` drawn at random."""
+    order = rng.permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train(
+    network: Network,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_path: str | Path | None = None,
+) -> TrainResult:
+    """Train `network` in place; returns the per-epoch history."""
+    labels = np.asarray(labels, dtype=np.int64)
+    split_rng, rng = random_streams(config.seed)
+    train_idx, val_idx = split_validation(len(labels), config.validation_fraction, split_rng)
+    val_x = normalize(pixels[val_idx], network.config) if len(val_idx) else None
+    val_y = labels[val_idx]
+    train_labels = labels[train_idx]
+    epochs = ShiftedEpochs(pixels[train_idx] if len(val_idx) else pixels, config.augment_shift)
+
+    optimizer = SGD(network.params, config.momentum, config.weight_decay, config.nesterov)
+    history: list[EpochStats] = []
+    best: dict[str, np.ndarray] | None = None
+    best_accuracy, best_epoch, stale_epochs = -1.0, 0, 0
+    start_epoch = 0
+    run_identity = {"network": network.config.to_dict(), "training": asdict(config)}
+
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        tensors, state = load_checkpoint(checkpoint_path)
+        if state["identity"] != run_identity:
+            raise ModelFileError(
+                checkpoint_path,
+                "checkpoint was written with a different configuration; delete it to start over",
+            )
+        for name, value in tensors["param"].items():
+            network.params[name][...] = value
+        for name, value in tensors["velocity"].items():
+            optimizer.velocity[name][...] = value
+        best = tensors["best"] or None
+        rng.bit_generator.state = state["rng"]
+        history = [EpochStats(**h) for h in state["history"]]
+        best_accuracy, best_epoch = state["best_accuracy"], state["best_epoch"]
+        stale_epochs, start_epoch = state["stale_epochs"], state["epochs_done"]
+
+    n, batch = len(train_labels), config.batch_size
+    batches_per_epoch = math.ceil(n / batch)
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs):
+        if config.early_stopping_patience and stale_epochs >= config.early_stopping_patience:
+            stopped_early = True
+            break
+        started = time.perf_counter()
+        order = rng.permutation(n)
+        epoch_pixels = epochs.build(order, rng)
+        epoch_labels = train_labels[order]
+        loss_sum, correct = 0.0, 0
+        for b in range(batches_per_epoch):
+            lr = learning_rate(epoch + b / batches_per_epoch, config)
+            x = normalize(epoch_pixels[b * batch : (b + 1) * batch], network.config)
+            y = epoch_labels[b * batch : (b + 1) * batch]
+            loss, grads, logits = network.loss_and_grads(x, y, config.label_smoothing)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}: the loss became {loss}. "
+                    f"Try a lower learning rate (it was {lr:.4g}, peak {config.learning_rate:g})."
+                )
+            optimizer.step(grads, lr)
+            loss_sum += loss * len(y)
+            correct += int((logits.argmax(axis=1) == y).sum())
+
+        val_accuracy = None
+        if val_x is not None:
+            val_accuracy = accuracy(val_y, network.predict(val_x))
+            if val_accuracy > best_accuracy:
+                best_accuracy, best_epoch, stale_epochs = val_accuracy, epoch + 1, 0
+                best = {k: v.copy() for k, v in network.params.items()}
+            else:
+                stale_epochs += 1
+        else:
+            best_epoch = epoch + 1
+        stats = EpochStats(
+            epoch=epoch + 1,
+            loss=loss_sum / n,
+            train_accuracy=correct / n,
+            validation_accuracy=val_accuracy,
+            seconds=time.perf_counter() - started,
+            learning_rate=learning_rate(epoch + 1, config),
+        )
+        history.append(stats)
+        if checkpoint_path is not None:
+            state = {
+                "identity": run_identity,
+                "rng": rng.bit_generator.state,
+                "history": [asdict(h) for h in history],
+                "best_accuracy": best_accuracy,
+                "best_epoch": best_epoch,
+                "stale_epochs": stale_epochs,
+                "epochs_done": epoch + 1,
+            }
+            save_checkpoint(checkpoint_path, network.params, optimizer.velocity, best, state)
+        if on_epoch is not None:
+            on_epoch(stats)
+
+    if best is not None:  # keep the best validation epoch's weights
+        for name, value in best.items():
+            network.params[name][...] = value
+    return TrainResult(history, best_epoch, stopped_early, start_epoch)
