@@ -17,7 +17,7 @@ class ShiftedEpochs:
 
     def __init__(self, pixels: np.ndarray, max_shift: int):
         n = len(pixels)
-        self.side = int(round(np.sqrt(pixels[0].size)))
+        self.side = round(np.sqrt(pixels[0].size))
         self.max_shift = max_shift
         images = pixels.reshape(n, self.side, self.side)
         pad = max_shift

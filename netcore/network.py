@@ -15,6 +15,8 @@ check does). Run `python -m netcore.network` for a tiny smoke test.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from netcore.activations import get_activation
@@ -34,7 +36,7 @@ def param_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
     """Expected shape of each named parameter."""
     shapes: dict[str, tuple[int, ...]] = {}
     sizes = config.layer_sizes
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         shapes[f"layers.{layer}.weight"] = (fan_in, fan_out)
         shapes[f"layers.{layer}.bias"] = (fan_out,)
     return shapes

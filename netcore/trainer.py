@@ -60,7 +60,7 @@ def split_validation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation), validation being `fraction` of `n` drawn at random."""
     order = rng.permutation(n)
-    n_val = int(round(n * fraction))
+    n_val = round(n * fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
