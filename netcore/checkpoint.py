@@ -1,6 +1,6 @@
 """Training checkpoints: one safetensors file holding everything a resumed run needs.
 
-Tensors: the parameters (`param/<name>`), the momentum buffers (`velocity/<name>`) and, with early
+Tensors: the parameters (`param/<name>`), the momentum vector (`velocity`) and, with early
 stopping, the best epoch's parameters (`best/<name>`). The file's metadata holds the training
 state as JSON: epochs done, the random generator's exact state, the history so far, and both
 configs (a checkpoint from a different configuration is refused). The file is written to a
@@ -24,14 +24,14 @@ from netcore.errors import ModelFileError
 def save_checkpoint(
     path: str | Path,
     params: dict[str, np.ndarray],
-    velocity: dict[str, np.ndarray],
+    velocity: np.ndarray,
     best: dict[str, np.ndarray] | None,
     state: dict[str, Any],
 ) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"param/{k}": v for k, v in params.items()}
-    tensors |= {f"velocity/{k}": v for k, v in velocity.items()}
+    tensors["velocity"] = velocity
     if best is not None:
         tensors |= {f"best/{k}": v for k, v in best.items()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -39,8 +39,8 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Returns ({"param": {...}, "velocity": {...}, "best": {...}}, state)."""
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns ({"param": {name: array}, "velocity": array, "best": {name: array}}, state)."""
     path = Path(path)
     try:
         tensors = load_file(str(path))
@@ -50,8 +50,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]],
         state = json.loads(metadata["state"])
     except (SafetensorError, OSError, ValueError, KeyError) as error:
         raise ModelFileError(path, f"not a readable training checkpoint ({error})") from None
-    groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "velocity": {}, "best": {}}
+    groups: dict[str, Any] = {"param": {}, "velocity": tensors.pop("velocity", None), "best": {}}
     for key, value in tensors.items():
         group, _, name = key.partition("/")
         groups.setdefault(group, {})[name] = value
+    if groups["velocity"] is None:
+        raise ModelFileError(path, "training checkpoint has no momentum vector")
     return groups, state

@@ -11,11 +11,17 @@ For layers l = 1..L with weights W_l `(fan_in, fan_out)` and biases b_l `(fan_ou
 Weights start He-initialised, W ~ N(0, 2 / fan_in), biases at zero, drawn from an explicit
 `np.random.Generator`. Everything is float32 unless a float64 network is asked for (the gradient
 check does). Run `python -m netcore.network` for a tiny smoke test.
+
+All parameters live in one contiguous vector (`flat_params`, weights first, then biases) and
+`params[name]` are views into it; gradients likewise (`flat_grads`). The optimizer then updates
+everything in a handful of vectorised passes instead of several small ones per parameter, which
+matters at batch 128, where a step takes well under a millisecond.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -24,26 +30,31 @@ from netcore.config import NetworkConfig
 from netcore.losses import get_loss, softmax
 
 
-def param_names(config: NetworkConfig) -> list[str]:
-    """Names of the parameters in order: layers.0.weight, layers.0.bias, layers.1.weight, ..."""
-    names = []
-    for layer in range(len(config.layer_sizes) - 1):
-        names += [f"layers.{layer}.weight", f"layers.{layer}.bias"]
-    return names
-
-
 def param_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
-    """Expected shape of each named parameter."""
+    """Shape of each named parameter, in storage order: every layer's weight, then every bias."""
+    pairs = list(enumerate(itertools.pairwise(config.layer_sizes)))
     shapes: dict[str, tuple[int, ...]] = {}
-    sizes = config.layer_sizes
-    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+    for layer, (fan_in, fan_out) in pairs:
         shapes[f"layers.{layer}.weight"] = (fan_in, fan_out)
+    for layer, (_, fan_out) in pairs:
         shapes[f"layers.{layer}.bias"] = (fan_out,)
     return shapes
 
 
+def _views(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Named views into consecutive slices of `flat`."""
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return views
+
+
 class Network:
     """A multilayer perceptron. `params` maps names to arrays; `weights`/`biases` index into it."""
+
+    # Gradients from `backward` are views into `flat_grads`, overwritten by the next call.
 
     def __init__(
         self,
@@ -56,22 +67,27 @@ class Network:
         self.activation = get_activation(self.config.activation)
         self.loss = get_loss(self.config.loss)
         self.dtype = np.dtype(dtype)
-        self.params = (
-            params if params is not None else self._he_init(rng or np.random.default_rng(0))
-        )
+        shapes = param_shapes(self.config)
         self.num_layers = len(self.config.layer_sizes) - 1
+        self.num_weight_values = sum(math.prod(s) for n, s in shapes.items() if "weight" in n)
+        total = sum(math.prod(s) for s in shapes.values())
+        self.flat_params = np.zeros(total, dtype=self.dtype)
+        self.flat_grads = np.zeros(total, dtype=self.dtype)
+        self.params = _views(self.flat_params, shapes)
+        self.grads = _views(self.flat_grads, shapes)
+        if params is not None:
+            for name, value in params.items():
+                self.params[name][...] = value
+        else:
+            self._he_init(rng or np.random.default_rng(0))
         self.weights = [self.params[f"layers.{i}.weight"] for i in range(self.num_layers)]
         self.biases = [self.params[f"layers.{i}.bias"] for i in range(self.num_layers)]
 
-    def _he_init(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        params = {}
-        for name, shape in param_shapes(self.config).items():
-            if name.endswith(".weight"):
-                std = np.sqrt(2.0 / shape[0])
-                params[name] = (rng.standard_normal(shape) * std).astype(self.dtype)
-            else:
-                params[name] = np.zeros(shape, dtype=self.dtype)
-        return params
+    def _he_init(self, rng: np.random.Generator) -> None:
+        """W ~ N(0, 2 / fan_in), so ReLU layers keep the activations' variance; biases stay 0."""
+        for layer in range(self.num_layers):
+            weight = self.params[f"layers.{layer}.weight"]
+            weight[...] = rng.standard_normal(weight.shape) * np.sqrt(2.0 / weight.shape[0])
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Logits `(batch, classes)` for inputs `(batch, 784)`, plus the activations a_0..a_{L-1}
@@ -79,24 +95,26 @@ class Network:
         activations = [x]
         a = x
         for layer in range(self.num_layers - 1):
-            a = self.activation.forward(a @ self.weights[layer] + self.biases[layer])
+            z = a @ self.weights[layer]
+            z += self.biases[layer]
+            a = self.activation.forward(z)
             activations.append(a)
-        logits = a @ self.weights[-1] + self.biases[-1]
+        logits = a @ self.weights[-1]
+        logits += self.biases[-1]
         return logits, activations
 
     def backward(
         self, activations: list[np.ndarray], grad_logits: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Gradients of the loss for every parameter, given dLoss/dlogits `(batch, classes)`."""
-        grads: dict[str, np.ndarray] = {}
         g = grad_logits
         for layer in reversed(range(self.num_layers)):
             a_prev = activations[layer]
-            grads[f"layers.{layer}.weight"] = a_prev.T @ g
-            grads[f"layers.{layer}.bias"] = g.sum(axis=0)
+            np.matmul(a_prev.T, g, out=self.grads[f"layers.{layer}.weight"])
+            np.sum(g, axis=0, out=self.grads[f"layers.{layer}.bias"])
             if layer > 0:  # the input needs no gradient
                 g = self.activation.backward(a_prev, g @ self.weights[layer].T)
-        return grads
+        return self.grads
 
     def loss_and_grads(
         self, x: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0

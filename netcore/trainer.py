@@ -81,7 +81,7 @@ def train(
     train_labels = labels[train_idx]
     epochs = ShiftedEpochs(pixels[train_idx] if len(val_idx) else pixels, config.augment_shift)
 
-    optimizer = SGD(network.params, config.momentum, config.weight_decay, config.nesterov)
+    optimizer = SGD(network, config.momentum, config.weight_decay, config.nesterov)
     history: list[EpochStats] = []
     best: dict[str, np.ndarray] | None = None
     best_accuracy, best_epoch, stale_epochs = -1.0, 0, 0
@@ -97,16 +97,14 @@ def train(
             )
         for name, value in tensors["param"].items():
             network.params[name][...] = value
-        for name, value in tensors["velocity"].items():
-            optimizer.velocity[name][...] = value
+        optimizer.velocity[...] = tensors["velocity"]
         best = tensors["best"] or None
         rng.bit_generator.state = state["rng"]
         history = [EpochStats(**h) for h in state["history"]]
         best_accuracy, best_epoch = state["best_accuracy"], state["best_epoch"]
         stale_epochs, start_epoch = state["stale_epochs"], state["epochs_done"]
 
-    n, batch = len(train_labels), config.batch_size
-    batches_per_epoch = math.ceil(n / batch)
+    n = len(train_labels)
     stopped_early = False
     for epoch in range(start_epoch, config.epochs):
         if config.early_stopping_patience and stale_epochs >= config.early_stopping_patience:
@@ -115,21 +113,9 @@ def train(
         started = time.perf_counter()
         order = rng.permutation(n)
         epoch_pixels = epochs.build(order, rng)
-        epoch_labels = train_labels[order]
-        loss_sum, correct = 0.0, 0
-        for b in range(batches_per_epoch):
-            lr = learning_rate(epoch + b / batches_per_epoch, config)
-            x = normalize(epoch_pixels[b * batch : (b + 1) * batch], network.config)
-            y = epoch_labels[b * batch : (b + 1) * batch]
-            loss, grads, logits = network.loss_and_grads(x, y, config.label_smoothing)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch + 1}: the loss became {loss}. "
-                    f"Try a lower learning rate (it was {lr:.4g}, peak {config.learning_rate:g})."
-                )
-            optimizer.step(grads, lr)
-            loss_sum += loss * len(y)
-            correct += int((logits.argmax(axis=1) == y).sum())
+        loss_sum, correct = _run_epoch(
+            network, optimizer, epoch_pixels, train_labels[order], epoch, config
+        )
 
         val_accuracy = None
         if val_x is not None:
@@ -168,3 +154,33 @@ def train(
         for name, value in best.items():
             network.params[name][...] = value
     return TrainResult(history, best_epoch, stopped_early, start_epoch)
+
+
+# Overflow only happens on the way to divergence, which the loss check reports clearly.
+@np.errstate(over="ignore", invalid="ignore")
+def _run_epoch(
+    network: Network,
+    optimizer: SGD,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    epoch: int,
+    config: TrainConfig,
+) -> tuple[float, int]:
+    """One SGD step per batch over this epoch's (shuffled) pixels; returns (loss sum, correct)."""
+    batch = config.batch_size
+    batches = math.ceil(len(labels) / batch)
+    loss_sum, correct = 0.0, 0
+    for b in range(batches):
+        lr = learning_rate(epoch + b / batches, config)
+        x = normalize(pixels[b * batch : (b + 1) * batch], network.config)
+        y = labels[b * batch : (b + 1) * batch]
+        loss, _, logits = network.loss_and_grads(x, y, config.label_smoothing)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch + 1}: the loss became {loss}. "
+                f"Try a lower learning rate (it was {lr:.4g}, peak {config.learning_rate:g})."
+            )
+        optimizer.step(network.flat_grads, lr)
+        loss_sum += loss * len(y)
+        correct += int((logits.argmax(axis=1) == y).sum())
+    return loss_sum, correct

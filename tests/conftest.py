@@ -1,7 +1,7 @@
 """Shared fixtures.
 
-- `mnist_dir`: the real MNIST Parquet folder (DIGITFLOW_MNIST_SOURCE; `make test` points it at
-  ../shared/data/mnist). Tests that need it skip when it is absent, but fail under CI.
+- `mnist_dir`: the real MNIST Parquet folder (DIGITFLOW_MNIST_SOURCE, else ../shared/data/mnist
+  beside the checkout). Tests that need it skip when it is absent, but fail under CI.
 - `small_mnist_dir`: a real Parquet subset (2,000 train / 500 test rows) in the same layout.
 - `prefect_harness`: one Prefect test server for the whole session (starting one costs ~10 s).
 """
@@ -21,13 +21,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 TRAIN_FILE = "train-00000-of-00001.parquet"
 TEST_FILE = "test-00000-of-00001.parquet"
+# Where this machine (and CI) keeps real MNIST, beside the checkout.
+LOCAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    source = os.environ.get("DIGITFLOW_MNIST_SOURCE", "")
-    folder = Path(source) if source else None
-    if folder is None or not (folder / TRAIN_FILE).is_file():
+    source = os.environ.get("DIGITFLOW_MNIST_SOURCE") or str(LOCAL_MNIST)
+    folder = Path(source)
+    if not (folder / TRAIN_FILE).is_file():
         message = f"real MNIST Parquet files not found (DIGITFLOW_MNIST_SOURCE={source!r})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)

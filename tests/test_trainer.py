@@ -1,0 +1,140 @@
+"""The training loop on real MNIST rows: reproducibility, resume, early stopping, divergence."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netcore import Network, NetworkConfig, TrainConfig, TrainingDiverged, save_model, train
+from netcore.augment import ShiftedEpochs
+from netcore.errors import ModelFileError
+from netcore.mnist import read_parquet
+from netcore.schedules import learning_rate
+
+
+@pytest.fixture(scope="module")
+def small_train(small_mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    return read_parquet(small_mnist_dir / "train-00000-of-00001.parquet")
+
+
+def _fit(pixels, labels, config, **kwargs) -> tuple[Network, object]:
+    net = Network(NetworkConfig(layer_sizes=[784, 32, 10]), np.random.default_rng(config.seed))
+    result = train(net, pixels, labels, config, **kwargs)
+    return net, result
+
+
+def _weights_sha256(net: Network, folder: Path) -> str:
+    save_model(net, folder)
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_same_seed_gives_bit_identical_weight_files(small_train, tmp_path):
+    config = TrainConfig(epochs=2, augment_shift=2, seed=7)
+    a, _ = _fit(*small_train, config)
+    b, _ = _fit(*small_train, config)
+    c, _ = _fit(*small_train, TrainConfig(epochs=2, augment_shift=2, seed=8))
+    assert _weights_sha256(a, tmp_path / "a") == _weights_sha256(b, tmp_path / "b")
+    assert _weights_sha256(a, tmp_path / "a") != _weights_sha256(c, tmp_path / "c")
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path):
+    config = TrainConfig(epochs=4, augment_shift=1, validation_fraction=0.1, seed=3)
+    uninterrupted, full = _fit(*small_train, config)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(stats):
+        if stats.epoch == 2:
+            raise Crash
+
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    with pytest.raises(Crash):
+        _fit(*small_train, config, on_epoch=crash_after_two, checkpoint_path=checkpoint)
+    resumed, result = _fit(*small_train, config, checkpoint_path=checkpoint)
+
+    assert result.resumed_from_epoch == 2
+    assert [h.epoch for h in result.history] == [1, 2, 3, 4]
+    assert [h.loss for h in result.history] == [h.loss for h in full.history]
+    resumed_sha = _weights_sha256(resumed, tmp_path / "r")
+    assert resumed_sha == _weights_sha256(uninterrupted, tmp_path / "u")
+
+
+def test_checkpoint_from_another_configuration_is_refused(small_train, tmp_path):
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    _fit(*small_train, TrainConfig(epochs=1), checkpoint_path=checkpoint)
+    with pytest.raises(ModelFileError, match="different configuration"):
+        _fit(*small_train, TrainConfig(epochs=1, seed=99), checkpoint_path=checkpoint)
+
+
+def test_training_learns_and_reports_every_epoch(small_train):
+    seen = []
+    _fit(*small_train, TrainConfig(epochs=3, validation_fraction=0.2), on_epoch=seen.append)
+    assert [s.epoch for s in seen] == [1, 2, 3]
+    assert seen[-1].loss < seen[0].loss
+    assert seen[-1].validation_accuracy > 0.8
+    assert all(s.seconds > 0 and 0 <= s.train_accuracy <= 1 for s in seen)
+
+
+def test_early_stopping_keeps_the_best_epoch(small_train):
+    # A large constant rate makes validation accuracy stop improving after a few epochs.
+    config = TrainConfig(
+        epochs=30,
+        learning_rate=0.5,
+        schedule="constant",
+        validation_fraction=0.2,
+        early_stopping_patience=2,
+    )
+    _, result = _fit(*small_train, config)
+    accuracies = [h.validation_accuracy for h in result.history]
+    assert result.stopped_early and len(result.history) < 30
+    assert result.best_epoch == 1 + int(np.argmax(accuracies))
+    assert all(a < accuracies[result.best_epoch - 1] for a in accuracies[result.best_epoch :])
+
+
+def test_divergence_stops_with_a_clear_error(small_train):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1.*lower learning rate"):
+        _fit(*small_train, TrainConfig(epochs=2, learning_rate=1e4, schedule="constant"))
+
+
+def test_shifted_epochs_move_each_image_whole():
+    rng = np.random.default_rng(0)
+    pixels = np.zeros((50, 28, 28), dtype=np.uint8)
+    pixels[:, 10:18, 12:16] = rng.integers(1, 255, (50, 8, 4))
+    order = rng.permutation(50)
+    out = ShiftedEpochs(pixels, max_shift=2).build(order, rng).reshape(50, 28, 28)
+    for row, source in enumerate(order):
+        ys, xs = np.nonzero(out[row])
+        dy, dx = ys.min() - 10, xs.min() - 12
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        np.testing.assert_array_equal(np.roll(pixels[source], (dy, dx), axis=(0, 1)), out[row])
+    unshifted = ShiftedEpochs(pixels, max_shift=0).build(order, rng).reshape(50, 28, 28)
+    np.testing.assert_array_equal(unshifted, pixels[order])
+
+
+@pytest.mark.parametrize(
+    ("schedule", "epoch", "expected"),
+    [
+        ("constant", 7.5, 0.1),
+        ("step", 9.99, 0.1),
+        ("step", 10.0, 0.01),
+        ("step", 25.0, 0.001),
+        ("cosine", 0.0, 0.1),
+        ("cosine", 15.0, 0.05),
+        ("cosine", 30.0, 0.0),
+    ],
+)
+def test_learning_rate_schedules(schedule, epoch, expected):
+    config = TrainConfig(epochs=30, learning_rate=0.1, schedule=schedule, step_epochs=10)
+    assert learning_rate(epoch, config) == pytest.approx(expected, abs=1e-12)
+
+
+def test_warmup_ramps_linearly_then_follows_cosine():
+    config = TrainConfig(epochs=12, learning_rate=0.2, schedule="cosine", warmup_epochs=2)
+    assert learning_rate(0.0, config) == 0.0
+    assert learning_rate(1.0, config) == pytest.approx(0.1)
+    assert learning_rate(2.0, config) == pytest.approx(0.2)
+    assert learning_rate(7.0, config) == pytest.approx(0.1)
