@@ -1,0 +1,262 @@
+"""Pictures of a model and its results, drawn with matplotlib (Agg, no display) into PNG files.
+
+Pure functions: arrays in, one PNG file out, returning its path. Each figure has a fixed size in
+pixels (see the `*_SIZE` constants and `weights_grid_size`), so pages lay out predictably.
+
+    training_curves(history, "curves.png")            # loss and accuracy per epoch
+    confusion_heatmap(confusion, "confusion.png")     # row = true class, column = predicted
+    confident_mistakes(pixels, labels, probabilities, "mistakes.png")
+    first_layer_weights(network.weights[0], "weights.png")
+    class_histogram(labels, "classes.png"); confidence_histogram(confidences, "confidence.png")
+    image_grid(images, captions, "grid.png", title="...")
+
+`python -m flows.report --help` (or `digitflow report`) shows them for a published version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
+
+DPI = 100
+CURVES_SIZE = (1000, 400)
+CONFUSION_SIZE = (640, 580)
+HISTOGRAM_SIZE = (640, 360)
+GRID_COLUMNS, GRID_ROWS = 8, 3  # image grids show up to 24 images
+GRID_SIZE = (880, 480)
+WEIGHT_COLUMNS = 16
+WEIGHT_TILE = 60  # pixels per neuron in the weights grid
+WEIGHT_HEADER = 80  # pixels above the tiles for the title and the colour key
+
+
+def _new_figure(size: tuple[int, int]) -> Figure:
+    # A bare Figure with an Agg canvas: no pyplot, so no global state and no GUI backend.
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No bbox_inches="tight": it would change the pixel size from one figure to the next.
+    figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def _as_dict(epoch: Any) -> Mapping[str, Any]:
+    return dataclasses.asdict(epoch) if dataclasses.is_dataclass(epoch) else epoch
+
+
+def training_curves(
+    history: Sequence[Any], path: str | Path, test_accuracy: float | None = None
+) -> Path:
+    """Loss and accuracy per epoch. `history` holds netcore EpochStats or their dicts (epoch,
+    loss, train_accuracy, validation_accuracy); validation is drawn where it was measured, and
+    `test_accuracy`, when given, as a dashed line."""
+    rows = [_as_dict(epoch) for epoch in history]
+    if not rows:
+        raise ValueError("training_curves needs at least one epoch of history")
+    epochs = [row["epoch"] for row in rows]
+    figure = _new_figure(CURVES_SIZE)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+
+    loss_axes.plot(epochs, [row["loss"] for row in rows], marker="o", label="train")
+    loss_axes.set(title="Loss (cross-entropy)", xlabel="epoch", ylabel="mean loss")
+    loss_axes.set_yscale("log")
+    # Plain numbers (0.3, not 3x10^-1) on the log axis.
+    loss_axes.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    loss_axes.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+
+    accuracy_axes.plot(
+        epochs, [100 * row["train_accuracy"] for row in rows], marker="o", label="train"
+    )
+    validation = [(row["epoch"], row["validation_accuracy"]) for row in rows]
+    validation = [(epoch, 100 * value) for epoch, value in validation if value is not None]
+    if validation:
+        accuracy_axes.plot(*zip(*validation, strict=True), marker="s", label="validation")
+    if test_accuracy is not None:
+        accuracy_axes.axhline(
+            100 * test_accuracy, color="black", linestyle="--", label=f"test {test_accuracy:.2%}"
+        )
+    accuracy_axes.set(title="Accuracy", xlabel="epoch", ylabel="% correct")
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(alpha=0.3)
+        axes.legend()
+        # Whole epochs only: a fractional tick would suggest a measurement that was never taken.
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def confusion_heatmap(confusion: np.ndarray, path: str | Path) -> Path:
+    """The confusion matrix (row = true class, column = predicted) with the count in each cell.
+    The colour is the share of the true class, on a square-root-like scale so that the few
+    mistakes stand out next to the diagonal."""
+    confusion = np.asarray(confusion)
+    classes = len(confusion)
+    totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    shares = confusion / totals
+    figure = _new_figure(CONFUSION_SIZE)
+    axes = figure.subplots()
+    image = axes.imshow(shares, cmap="Blues", norm=PowerNorm(gamma=0.35, vmin=0, vmax=1))
+    for true in range(classes):
+        for predicted in range(classes):
+            count = int(confusion[true, predicted])
+            if count:
+                dark = shares[true, predicted] > 0.3
+                axes.text(
+                    predicted,
+                    true,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
+    ticks = range(classes)
+    axes.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
+    axes.set_title(f"Confusion matrix ({int(confusion.sum())} test images)")
+    figure.colorbar(image, ax=axes, label="share of the true class")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def image_grid(
+    images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str
+) -> Path:
+    """Up to GRID_COLUMNS x GRID_ROWS grayscale images (ink bright on dark, as the network sees
+    them; any size) drawn as dark ink on white, each with its caption. Empty slots stay blank."""
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    figure = _new_figure(GRID_SIZE)
+    all_axes = figure.subplots(GRID_ROWS, GRID_COLUMNS).ravel()
+    for axes in all_axes:
+        axes.set_axis_off()
+    for axes, image, caption in zip(all_axes, images, captions, strict=False):
+        axes.imshow(np.asarray(image), cmap="gray_r", vmin=0, vmax=255)
+        axes.set_title(caption, fontsize=9)
+    if not len(images):
+        figure.text(0.5, 0.5, "none", ha="center", va="center", fontsize=14, color="gray")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def most_confident_mistakes(
+    labels: np.ndarray, probabilities: np.ndarray, count: int
+) -> np.ndarray:
+    """Indices of up to `count` wrongly classified rows, the most confident first."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:count]
+
+
+def confident_mistakes(
+    pixels: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, path: str | Path
+) -> Path:
+    """The test images the network got wrong with the highest confidence, captioned with the
+    true class, the predicted class and its probability."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    worst = most_confident_mistakes(labels, probabilities, GRID_COLUMNS * GRID_ROWS)
+    captions = [f"true {labels[i]}, said {predicted[i]}\n{confidence[i]:.1%}" for i in worst]
+    mistakes = int(np.count_nonzero(predicted != labels))
+    title = f"Most confidently wrong: {len(worst)} of {mistakes} mistakes"
+    return image_grid(pixels[worst].reshape(len(worst), 28, 28), captions, path, title)
+
+
+def weights_grid_size(neurons: int) -> tuple[int, int]:
+    """Pixel size of `first_layer_weights` for a first layer of `neurons` hidden units."""
+    rows = math.ceil(neurons / WEIGHT_COLUMNS)
+    return WEIGHT_COLUMNS * WEIGHT_TILE, WEIGHT_HEADER + rows * WEIGHT_TILE
+
+
+def first_layer_weights(weights: np.ndarray, path: str | Path) -> Path:
+    """Each hidden neuron's 784 input weights `(784, neurons)` as a 28x28 picture: red where ink
+    excites the neuron, blue where it inhibits it (each tile scaled to its own largest weight)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[0] != 784:
+        raise ValueError(f"first-layer weights must be (784, neurons), got {weights.shape}")
+    neurons = weights.shape[1]
+    width, height = weights_grid_size(neurons)
+    figure = _new_figure((width, height))
+    rows = math.ceil(neurons / WEIGHT_COLUMNS)
+    top = 1 - WEIGHT_HEADER / height
+    all_axes = figure.subplots(
+        rows,
+        WEIGHT_COLUMNS,
+        squeeze=False,
+        gridspec_kw={
+            "left": 0,
+            "right": 1,
+            "bottom": 0,
+            "top": top,
+            "wspace": 0.06,
+            "hspace": 0.06,
+        },
+    ).ravel()
+    for index, axes in enumerate(all_axes):
+        axes.set_axis_off()
+        if index < neurons:
+            tile = weights[:, index].reshape(28, 28)
+            limit = max(float(np.abs(tile).max()), 1e-12)
+            axes.imshow(tile, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    figure.text(
+        0.5,
+        1 - 28 / height,
+        f"What the {neurons} hidden neurons look for",
+        ha="center",
+        va="center",
+        fontsize=14,
+    )
+    figure.text(
+        0.5,
+        1 - 58 / height,
+        "first-layer weights as 28x28 images: red = ink here excites the neuron, "
+        "blue = ink here inhibits it",
+        ha="center",
+        va="center",
+        fontsize=10,
+        color="dimgray",
+    )
+    return _save(figure, path)
+
+
+def class_histogram(labels: np.ndarray, path: str | Path, num_classes: int = 10) -> Path:
+    """How many images were predicted as each class."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    figure = _new_figure(HISTOGRAM_SIZE)
+    axes = figure.subplots()
+    bars = axes.bar(range(num_classes), counts, color="tab:blue")
+    axes.bar_label(bars, fontsize=8)
+    axes.set(xticks=range(num_classes), xlabel="predicted class", ylabel="images")
+    axes.set_title(f"Predicted classes ({int(counts.sum())} images)")
+    axes.margins(y=0.12)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def confidence_histogram(confidences: np.ndarray, path: str | Path) -> Path:
+    """How sure the network was: the top-class probability of each image, on a log count scale
+    (most predictions pile up near 1)."""
+    confidences = np.asarray(confidences, dtype=np.float64)
+    figure = _new_figure(HISTOGRAM_SIZE)
+    axes = figure.subplots()
+    # The top probability of 10 classes is never below 0.1.
+    axes.hist(confidences, bins=np.linspace(0.1, 1.0, 19), color="tab:orange", edgecolor="white")
+    axes.set_yscale("log")
+    median = float(np.median(confidences)) if len(confidences) else float("nan")
+    axes.set(xlabel="confidence (probability of the predicted class)", ylabel="images (log)")
+    axes.set_title(f"Confidence ({len(confidences)} images, median {median:.1%})")
+    figure.tight_layout()
+    return _save(figure, path)
