@@ -9,8 +9,10 @@ pixels (see the `*_SIZE` constants and `weights_grid_size`), so pages lay out pr
     first_layer_weights(network.weights[0], "weights.png")
     class_histogram(labels, "classes.png"); confidence_histogram(confidences, "confidence.png")
     image_grid(images, captions, "grid.png", title="...")
+    model_figures(folder, history, test_pixels, test_labels, probabilities, first_layer)
 
-`python -m flows.report --help` (or `digitflow report`) shows them for a published version.
+`model_figures` draws the set every published version carries (MODEL_FIGURES); the evaluate and
+publish stages call it, and `digitflow report` shows the result.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
+
+from netcore.metrics import confusion_matrix
 
 DPI = 100
 CURVES_SIZE = (1000, 400)
@@ -132,10 +136,15 @@ def confusion_heatmap(confusion: np.ndarray, path: str | Path) -> Path:
 
 
 def image_grid(
-    images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    path: str | Path,
+    title: str,
+    bright_ink: bool = True,
 ) -> Path:
-    """Up to GRID_COLUMNS x GRID_ROWS grayscale images (ink bright on dark, as the network sees
-    them; any size) drawn as dark ink on white, each with its caption. Empty slots stay blank."""
+    """Up to GRID_COLUMNS x GRID_ROWS uint8 grayscale images of any size, each with its caption;
+    empty slots stay blank. `bright_ink` images (MNIST-style, as the network sees them) are drawn
+    as dark ink on white; others as they are."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     figure = _new_figure(GRID_SIZE)
@@ -143,7 +152,7 @@ def image_grid(
     for axes in all_axes:
         axes.set_axis_off()
     for axes, image, caption in zip(all_axes, images, captions, strict=False):
-        axes.imshow(np.asarray(image), cmap="gray_r", vmin=0, vmax=255)
+        axes.imshow(np.asarray(image), cmap="gray_r" if bright_ink else "gray", vmin=0, vmax=255)
         axes.set_title(caption, fontsize=9)
     if not len(images):
         figure.text(0.5, 0.5, "none", ha="center", va="center", fontsize=14, color="gray")
@@ -260,3 +269,43 @@ def confidence_histogram(confidences: np.ndarray, path: str | Path) -> Path:
     axes.set_title(f"Confidence ({len(confidences)} images, median {median:.1%})")
     figure.tight_layout()
     return _save(figure, path)
+
+
+# The figures every published version carries: file name in the version's figures/ folder ->
+# caption, in the order pages show them.
+MODEL_FIGURES = {
+    "training-curves.png": "Training curves: loss and accuracy per epoch",
+    "confusion-matrix.png": "Confusion matrix on the test set",
+    "confident-mistakes.png": "The test images it got wrong most confidently",
+    "first-layer-weights.png": "What each hidden neuron looks for: the first layer's weights",
+}
+
+
+def model_figures(
+    folder: str | Path,
+    history: Sequence[Any],
+    test_pixels: np.ndarray,
+    test_labels: np.ndarray,
+    probabilities: np.ndarray,
+    first_layer: np.ndarray,
+) -> list[tuple[str, Path]]:
+    """Draw the MODEL_FIGURES of a trained network into `folder`; returns (caption, path) pairs.
+    `probabilities` are the network's `(n, classes)` outputs on the test images."""
+    folder = Path(folder)
+    predicted = probabilities.argmax(axis=1)
+    test_accuracy = float(np.mean(predicted == test_labels))
+    confusion = confusion_matrix(test_labels, predicted, probabilities.shape[1])
+    curves, heatmap, mistakes, weights = (folder / name for name in MODEL_FIGURES)
+    paths = [
+        training_curves(history, curves, test_accuracy),
+        confusion_heatmap(confusion, heatmap),
+        confident_mistakes(test_pixels, test_labels, probabilities, mistakes),
+        first_layer_weights(first_layer, weights),
+    ]
+    return list(zip(MODEL_FIGURES.values(), paths, strict=True))
+
+
+def existing_figures(folder: str | Path) -> list[tuple[str, Path]]:
+    """The MODEL_FIGURES present in `folder`, as (caption, path) pairs in page order."""
+    folder = Path(folder)
+    return [(caption, folder / n) for n, caption in MODEL_FIGURES.items() if (folder / n).is_file()]

@@ -129,3 +129,22 @@ def test_image_grid_takes_images_of_any_size(tmp_path: Path) -> None:
     assert_png(path, figures.GRID_SIZE)
     with pytest.raises(ValueError, match="captions"):
         figures.image_grid(images, ["a"], tmp_path / "g.png", title="two")
+
+
+def test_model_figures_draws_the_version_set(trained: dict, tmp_path: Path) -> None:
+    drawn = figures.model_figures(
+        tmp_path / "figures",
+        trained["history"],
+        trained["pixels"],
+        trained["labels"],
+        trained["probabilities"],
+        trained["network"].weights[0],
+    )
+    assert [caption for caption, _ in drawn] == list(figures.MODEL_FIGURES.values())
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(figures.MODEL_FIGURES)
+    sizes = [figures.CURVES_SIZE, figures.CONFUSION_SIZE, figures.GRID_SIZE, (960, 560)]
+    for (_, path), size in zip(drawn, sizes, strict=True):
+        assert_png(path, size)
+    assert figures.existing_figures(tmp_path / "figures") == drawn
+    (tmp_path / "figures" / "confusion-matrix.png").unlink()
+    assert len(figures.existing_figures(tmp_path / "figures")) == 3
