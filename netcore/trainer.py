@@ -113,7 +113,7 @@ def train(
         started = time.perf_counter()
         order = rng.permutation(n)
         epoch_pixels = epochs.build(order, rng)
-        loss_sum, correct = _run_epoch(
+        loss_sum, correct = train_epoch(
             network, optimizer, epoch_pixels, train_labels[order], epoch, config
         )
 
@@ -158,7 +158,7 @@ def train(
 
 # Overflow only happens on the way to divergence, which the loss check reports clearly.
 @np.errstate(over="ignore", invalid="ignore")
-def _run_epoch(
+def train_epoch(
     network: Network,
     optimizer: SGD,
     pixels: np.ndarray,
@@ -166,7 +166,8 @@ def _run_epoch(
     epoch: int,
     config: TrainConfig,
 ) -> tuple[float, int]:
-    """One SGD step per batch over this epoch's (shuffled) pixels; returns (loss sum, correct)."""
+    """One SGD step per batch over this epoch's pixels `(n, 784)` uint8, already shuffled (and
+    shifted); returns (sum of the batch losses weighted by batch size, correct predictions)."""
     batch = config.batch_size
     batches = math.ceil(len(labels) / batch)
     loss_sum, correct = 0.0, 0

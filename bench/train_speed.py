@@ -1,0 +1,157 @@
+"""Training speed: netcore against PyTorch CPU on the same 784-128-10 network, side by side.
+
+    make bench                                   # or:
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python -m bench.train_speed --epochs 6
+
+Both train on the real MNIST training set (DIGITFLOW_MNIST_SOURCE), batch 128, float32, SGD with
+momentum 0.9 and weight decay 2e-4, no augmentation, the same shuffles; epochs alternate between
+the two (netcore, torch, netcore, ...) so a busy machine slows both alike. For each thread count
+it prints per-epoch seconds, the median ratio netcore / PyTorch, and netcore's achieved GFLOP/s
+as a fraction of numpy's float32 GEMM peak (a 2048^3 matmul) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from netcore import Network, NetworkConfig, TrainConfig
+from netcore.mnist import read_parquet
+from netcore.optim import SGD
+from netcore.trainer import train_epoch
+
+SIZES = (784, 128, 10)
+
+
+def flops_per_epoch(n: int) -> float:
+    """Multiply-adds x 2 of forward, weight gradients and the hidden layer's input gradient."""
+    inp, hidden, out = SIZES
+    forward = 2 * n * (inp * hidden + hidden * out)
+    weight_grads = forward
+    hidden_grad = 2 * n * hidden * out
+    return forward + weight_grads + hidden_grad
+
+
+def gemm_peak(size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of numpy's matmul on a square problem."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b = a.T.copy()
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+class TorchPeer:
+    """The same network, loss and optimizer in PyTorch, fed the same uint8 batches."""
+
+    def __init__(self, config: TrainConfig, network_config: NetworkConfig):
+        torch.manual_seed(config.seed)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(SIZES[0], SIZES[1]),
+            torch.nn.ReLU(),
+            torch.nn.Linear(SIZES[1], SIZES[2]),
+        )
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.scale = 1.0 / (255.0 * network_config.pixel_std)
+        self.offset = -network_config.pixel_mean / network_config.pixel_std
+        self.batch = config.batch_size
+
+    def epoch(self, pixels: np.ndarray, labels: np.ndarray) -> None:
+        x_all, y_all = torch.from_numpy(pixels), torch.from_numpy(labels)
+        for start in range(0, len(labels), self.batch):
+            x = x_all[start : start + self.batch].float() * self.scale + self.offset
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss(self.model(x), y_all[start : start + self.batch]).backward()
+            self.optimizer.step()
+
+
+def compare(pixels: np.ndarray, labels: np.ndarray, threads: int, epochs: int) -> dict:
+    config = TrainConfig(epochs=epochs, augment_shift=0, schedule="constant", learning_rate=0.05)
+    network_config = NetworkConfig(layer_sizes=list(SIZES))
+    net = Network(network_config, np.random.default_rng(config.seed))
+    optimizer = SGD(net, config.momentum, config.weight_decay)
+    peer = TorchPeer(config, network_config)
+    rng = np.random.default_rng(0)
+    flat = pixels.reshape(len(pixels), -1)
+    netcore_s, torch_s = [], []
+    with threadpool_limits(threads):
+        torch.set_num_threads(threads)
+        peak = gemm_peak()
+        for epoch in range(epochs):
+            order = rng.permutation(len(labels))
+            epoch_pixels, epoch_labels = flat[order], labels[order]
+            started = time.perf_counter()
+            train_epoch(net, optimizer, epoch_pixels, epoch_labels, epoch, config)
+            netcore_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            peer.epoch(epoch_pixels, epoch_labels)
+            torch_s.append(time.perf_counter() - started)
+            print(
+                f"  threads={threads} epoch {epoch + 1}: netcore {netcore_s[-1]:.3f} s, "
+                f"torch {torch_s[-1]:.3f} s",
+                flush=True,
+            )
+    median_netcore, median_torch = statistics.median(netcore_s), statistics.median(torch_s)
+    achieved = flops_per_epoch(len(labels)) / median_netcore / 1e9
+    return {
+        "threads": threads,
+        "netcore_s": median_netcore,
+        "torch_s": median_torch,
+        "ratio": median_netcore / median_torch,
+        "gflops": achieved,
+        "peak_gflops": peak,
+        "fraction_of_peak": achieved / peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--epochs", type=int, default=6, help="epochs per framework and thread count"
+    )
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument(
+        "--source", default=os.environ.get("DIGITFLOW_MNIST_SOURCE", "../shared/data/mnist")
+    )
+    args = parser.parse_args()
+
+    pixels, labels = read_parquet(Path(args.source) / "train-00000-of-00001.parquet")
+    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpool_info()]
+    print(f"numpy {np.__version__}, BLAS {blas}; torch {torch.__version__}")
+    print(
+        "OPENBLAS_CORETYPE="
+        f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+        f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}"
+    )
+    results = [compare(pixels, labels, threads, args.epochs) for threads in args.threads]
+    print(
+        "\n| threads | netcore s/epoch | PyTorch s/epoch | netcore / PyTorch | netcore GFLOP/s "
+        "| GEMM peak GFLOP/s | fraction of peak |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['threads']} | {r['netcore_s']:.3f} | {r['torch_s']:.3f} | {r['ratio']:.2f} "
+            f"| {r['gflops']:.0f} | {r['peak_gflops']:.0f} | {r['fraction_of_peak']:.0%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
