@@ -49,9 +49,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 # The benchmarks unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in their own command: they slow numpy here.
+BENCHMARKS ?= train_speed predict_speed predict_memory
 bench: $(VENV)/.bench-installed
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} \
-		$(BIN)/python -m bench.train_speed $(ARGS)
+	for b in $(BENCHMARKS); do \
+		env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+			DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} \
+			$(BIN)/python -m bench.$$b || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
