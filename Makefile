@@ -4,6 +4,10 @@
 #   make test-all   every test, slow ones included
 #   make lint       ruff check + ruff format --check
 #   make bench      benchmarks against the peers (PyTorch CPU, raw Pillow decode)
+#   make server     a local Prefect server (SQLite, 127.0.0.1:4200), needed for schedules
+#   make serve      `digitflow serve` against it: training on a schedule (ARGS="--cron ...")
+#   make docker-build / docker-train / docker-predict IN=... OUT=...   the same jobs in containers
+#   make up / down  the compose stack: PostgreSQL, Prefect server, scheduler
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -18,6 +22,7 @@ PYTEST_SELECT := -m "not slow"
 endif
 
 .PHONY: venv train test test-all lint format bench clean
+.PHONY: server serve docker-build docker-train docker-predict up down
 
 venv: $(VENV)/.installed
 
@@ -56,6 +61,42 @@ bench: $(VENV)/.bench-installed
 			DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} \
 			$(BIN)/python -m bench.$$b || exit 1; \
 	done
+
+# Scheduling needs a Prefect server (the embedded one cannot schedule): SQLite in Prefect's home.
+PREFECT_PORT ?= 4200
+server: venv
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: venv
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/digitflow serve $(ARGS)
+
+# Docker: the containers run as you, on DATA (default ./data, what the local CLI uses), so the
+# versions they publish land in ./data/models. MNIST=folder mounts a local Parquet copy read-only.
+DOCKER ?= docker
+COMPOSE ?= docker compose -f docker/compose.yaml
+IMAGE ?= digitflow:local
+DATA ?= $(abspath data)
+DOCKER_RUN = $(DOCKER) run --rm --no-healthcheck --user $$(id -u):$$(id -g) -v $(DATA):/data
+
+docker-build:
+	$(DOCKER) build -f docker/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) .
+
+docker-train:
+	mkdir -p $(DATA)
+	$(DOCKER_RUN) $(if $(MNIST),-v $(abspath $(MNIST)):/mnist:ro -e DIGITFLOW_MNIST_SOURCE=/mnist) \
+		$(IMAGE) train $(ARGS)
+
+docker-predict:
+	@test -n "$(IN)" && test -n "$(OUT)" || { echo "usage: make docker-predict IN=folder OUT=file.parquet" >&2; exit 2; }
+	mkdir -p $(DATA) $(dir $(abspath $(OUT)))
+	$(DOCKER_RUN) -v $(abspath $(IN)):/in:ro -v $(dir $(abspath $(OUT))):/out \
+		$(IMAGE) predict /in --output /out/$(notdir $(OUT)) $(ARGS)
+
+up:
+	$(COMPOSE) up --detach --wait
+
+down:
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

