@@ -79,7 +79,8 @@ DATA ?= $(abspath data)
 DOCKER_RUN = $(DOCKER) run --rm --no-healthcheck --user $$(id -u):$$(id -g) -v $(DATA):/data
 
 docker-build:
-	$(DOCKER) build -f docker/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) .
+	$(DOCKER) build -f docker/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) \
+		--build-arg DIGITFLOW_GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 
 docker-train:
 	mkdir -p $(DATA)
