@@ -1,0 +1,232 @@
+"""The download stage's logic: MNIST from a source into data/raw/mnist/{train,test}.parquet.
+
+A source is a Hugging Face Hub dataset id (`ylecun/mnist`, optionally at a revision), a local
+folder, or an fsspec URL (`s3://bucket/mnist`, `memory://...`) holding Parquet files in the Hub's
+layout (`train-*.parquet` / `test-*.parquet`, or `train.parquet` / `test.parquet`). Hugging Face
+`datasets` loads it either way; the splits are written as Parquet, then validated (schema, row
+counts, labels 0-9, 28x28 grayscale images) and hashed.
+
+    result = download("ylecun/mnist", None, Path("data/raw/mnist"))
+    result["files"]["train"] == {"path": ..., "sha256": ..., "rows": 60000}
+
+An unreachable Hub fails in a few seconds (a quick probe, instead of the Hub client's ~20 s of
+retries) with a message that says how to point at a local copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from flows.files import sha256_file, write_atomic
+from netcore.errors import DataFileError, NetcoreError
+from netcore.mnist import IMAGE_SIDE, NUM_CLASSES, check_schema
+
+SPLITS = ("train", "test")
+FULL_MNIST_ROWS = {"train": 60_000, "test": 10_000}
+HUB_PROBE_SECONDS = 3.0
+LOCAL_COPY_HINT = (
+    "point digitflow at a local copy of the Parquet files with --source /path/to/mnist or "
+    "DIGITFLOW_MNIST_SOURCE=/path/to/mnist (or set HF_HUB_OFFLINE=1 to use the Hugging Face cache)"
+)
+# The PNG signature, then the IHDR chunk's length (always 13) and type.
+PNG_START = np.frombuffer(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", dtype=np.uint8)
+PNG_HEADER_BYTES = 26  # signature, IHDR length and type, width, height, bit depth, colour type
+
+
+class DownloadError(NetcoreError):
+    """The source cannot be reached or read."""
+
+
+def source_kind(source: str) -> str:
+    """'local' (a folder here, or file://), 'url' (any other fsspec URL) or 'hub' (a dataset id)."""
+    if source.startswith("file://"):
+        return "local"
+    if "://" in source:
+        return "url"
+    if Path(source).expanduser().exists() or source.startswith(("/", ".", "~")):
+        return "local"
+    return "hub"
+
+
+def split_files(source: str) -> dict[str, list[str]]:
+    """The Parquet files of each split in a folder or fsspec URL, as URLs datasets can open."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(source if "://" in source else str(Path(source).expanduser()))
+    if not fs.isdir(root):
+        raise DownloadError(f"{source}: no such folder (the MNIST source must hold Parquet files)")
+    local = source_kind(source) == "local"
+    found = {}
+    for split in SPLITS:
+        patterns = (f"{split}-*.parquet", f"{split}.parquet", f"*/{split}-*.parquet")
+        matches = next((m for p in patterns if (m := sorted(fs.glob(f"{root}/{p}")))), [])
+        if not matches:
+            raise DownloadError(
+                f"{source}: no Parquet files for the {split!r} split "
+                f"(looked for {', '.join(patterns)})"
+            )
+        found[split] = [m if local else fs.unstrip_protocol(m) for m in matches]
+    return found
+
+
+def source_fingerprint(source: str, revision: str | None) -> str:
+    """What identifies the data behind `source`: the files' sha256 for a local folder, their
+    fsspec keys (ETags on object stores) for a URL, the id and revision for the Hub."""
+    kind = source_kind(source)
+    if kind == "hub":
+        return f"hub:{source}@{revision or 'main'}"
+    import fsspec
+
+    digest = hashlib.sha256()
+    for split, paths in split_files(source).items():
+        for path in paths:
+            fs, inner = fsspec.core.url_to_fs(path)
+            key = sha256_file(inner) if kind == "local" else fs.ukey(inner)
+            digest.update(f"{split}:{Path(inner).name}:{key}\n".encode())
+    return f"{kind}:{digest.hexdigest()}"
+
+
+def check_hub_reachable(source: str, timeout: float = HUB_PROBE_SECONDS) -> None:
+    """Fail fast, with a hint, when the Hub cannot be reached (skipped in HF offline mode, where
+    datasets reads the local Hugging Face cache instead)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(f"{endpoint}/api/datasets/{source}", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # the Hub answered (a private or missing dataset is datasets' error to report)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(
+            f"cannot reach the Hugging Face Hub at {endpoint} to download {source} ({reason}); "
+            f"{LOCAL_COPY_HINT}"
+        ) from None
+
+
+def load_splits(source: str, revision: str | None) -> Any:
+    """The source as a datasets.DatasetDict with 'train' and 'test' splits."""
+    kind = source_kind(source)
+    if kind != "hub" and revision:
+        raise DownloadError(f"--revision only applies to Hub datasets, not to {source}")
+    if kind == "hub":
+        check_hub_reachable(source)
+    import datasets
+
+    try:
+        if kind == "hub":
+            splits = datasets.load_dataset(source, revision=revision)
+        else:
+            splits = datasets.load_dataset("parquet", data_files=split_files(source))
+    except DownloadError:
+        raise
+    except Exception as error:  # datasets raises many types; each becomes one clear line
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        hint = f"; {LOCAL_COPY_HINT}" if kind == "hub" else ""
+        raise DownloadError(f"cannot load {source} with datasets ({first_line}){hint}") from None
+    missing = [split for split in SPLITS if split not in splits]
+    if missing:
+        raise DownloadError(f"{source}: no {' or '.join(missing)} split (found {list(splits)})")
+    return splits
+
+
+def download(
+    source: str,
+    revision: str | None,
+    raw_dir: str | Path,
+    expected_rows: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Load `source`, write raw_dir/{train,test}.parquet, validate and hash them.
+
+    `expected_rows` maps a split to its row count (0 or absent: any count)."""
+    splits = load_splits(source, revision)
+    files = {}
+    for split in SPLITS:
+        path = write_atomic(Path(raw_dir) / f"{split}.parquet", splits[split].to_parquet)
+        rows = validate_raw(path, (expected_rows or {}).get(split) or None)
+        files[split] = {"path": str(path), "sha256": sha256_file(path), "rows": rows}
+    return {"source": source, "revision": revision, "files": files}
+
+
+def validate_raw(path: str | Path, expected_rows: int | None = None) -> int:
+    """Check an MNIST Parquet file without decoding every image; returns its row count.
+
+    Schema, row count, labels 0-9, and each image's header: 28x28, 8-bit grayscale. (The prepare
+    stage decodes every pixel, and refuses an image whose data is broken.)"""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise DataFileError(path, f"cannot read as Parquet ({error})") from None
+    check_schema(path, table.schema)
+    if table.num_rows == 0:
+        raise DataFileError(path, "has no rows")
+    if expected_rows is not None and table.num_rows != expected_rows:
+        raise DataFileError(path, f"has {table.num_rows} rows, expected {expected_rows}")
+    labels = table.column("label")
+    if labels.null_count:
+        row = int(np.argmax(labels.is_null().to_numpy(zero_copy_only=False)))
+        raise DataFileError(path, f"row {row}: label is missing")
+    values = labels.to_numpy()
+    bad = np.flatnonzero((values < 0) | (values >= NUM_CLASSES))
+    if len(bad):
+        raise DataFileError(path, f"row {bad[0]}: label {values[bad[0]]} is not a digit 0-9")
+    check_image_headers(path, table.column("image").combine_chunks().field("bytes"))
+    return table.num_rows
+
+
+def check_image_headers(path: Path, images: pa.Array) -> None:
+    """Every image must be a 28x28 8-bit grayscale picture. PNG headers (all of MNIST) are read
+    for all rows at once; any other format is opened with Pillow (which reads only the header)."""
+    if images.null_count:
+        row = images.is_null().to_numpy(zero_copy_only=False).argmax()
+        raise DataFileError(path, f"row {row}: image has no bytes")
+    offsets = np.frombuffer(images.buffers()[1], dtype=np.int32)[
+        images.offset : images.offset + len(images) + 1
+    ]
+    data = np.frombuffer(images.buffers()[2] or b"", dtype=np.uint8)
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
+    long_enough = lengths >= PNG_HEADER_BYTES
+    header = np.zeros((len(images), PNG_HEADER_BYTES), dtype=np.uint8)
+    rows = np.flatnonzero(long_enough)
+    header[rows] = data[starts[rows, None] + np.arange(PNG_HEADER_BYTES)]
+    is_png = long_enough & np.all(header[:, :16] == PNG_START, axis=1)
+    width = header[:, 16:20].astype(np.int64) @ (256 ** np.arange(3, -1, -1))
+    height = header[:, 20:24].astype(np.int64) @ (256 ** np.arange(3, -1, -1))
+    png_ok = (width == IMAGE_SIDE) & (height == IMAGE_SIDE) & (header[:, 24] == 8)
+    png_ok &= header[:, 25] == 0  # PNG colour type 0: grayscale
+    bad_png = np.flatnonzero(is_png & ~png_ok)
+    if len(bad_png):
+        row = int(bad_png[0])
+        kinds = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+        kind = kinds.get(int(header[row, 25]), f"colour type {header[row, 25]}")
+        raise DataFileError(
+            path,
+            f"row {row}: image is a {width[row]}x{height[row]} {header[row, 24]}-bit {kind} "
+            f"PNG, expected 28x28 8-bit grayscale",
+        )
+    for row in np.flatnonzero(~is_png):
+        _check_other_image(path, int(row), images[int(row)].as_py())
+
+
+def _check_other_image(path: Path, row: int, encoded: bytes) -> None:
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            mode, size = image.mode, image.size
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataFileError(path, f"row {row}: not a readable image ({error})") from None
+    if mode != "L" or size != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataFileError(
+            path, f"row {row}: image is {mode} {size[0]}x{size[1]}, expected 28x28 grayscale (L)"
+        )

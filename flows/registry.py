@@ -1,0 +1,367 @@
+"""The model registry: immutable, verifiable versions v1, v2, ... at any fsspec location.
+
+    REGISTRY/                 data/models by default; any fsspec URL, e.g. s3://bucket/models
+      v1/                     one published version, never changed after publishing
+        model.safetensors config.json metrics.json model.onnx README.md [figures/*.png]
+        manifest.json         sha256 of every other file, data hashes, provenance
+      v2/ ...
+      latest                  a text file naming the newest version, e.g. "v2"
+
+    published = publish(registry, payload_dir, describe, provenance)   # -> (version, location)
+    model = load_published("data/models@v2")   # verifies every checksum first
+    load_published("data/models/v2"); load_published()  # a version folder; the default @latest
+
+Publishing is atomic: on a local disk the version is assembled in REGISTRY/.staging/ and renamed
+to vN, and a rename onto an existing vN fails, so concurrent publishers (separate processes
+included) each get their own number. On object stores, which cannot rename a folder, a version
+number is claimed by creating vN/.claim exclusively and manifest.json is written last: a version
+without its manifest is not published, and readers skip it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from flows.files import CHUNK, sha256_file, write_atomic
+from flows.settings import default_registry
+from netcore.errors import NetcoreError
+from netcore.network import Network
+from netcore.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
+
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+ALIAS = "latest"
+STAGING = ".staging"
+MANIFEST_FORMAT = "digitflow-model/1"
+VERSION_NAME = re.compile(r"^v([1-9][0-9]*)$")
+
+
+class RegistryError(NetcoreError):
+    """A registry or version is missing, incomplete, or fails its checksums."""
+
+
+@dataclass
+class PublishedModel:
+    version: str  # "v3"
+    location: str  # the version folder: a local path or a URL
+    network: Network
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def version_number(name: str) -> int | None:
+    match = VERSION_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _open_registry(registry: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(str(registry))
+    return fs, root.rstrip("/") or "/"
+
+
+def _display(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def _version_dirs(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
+    """Every vN folder, published or not, by number."""
+    try:
+        entries = fs.ls(root, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found = {}
+    for entry in entries:
+        number = version_number(PurePosixPath(entry["name"]).name)
+        if number is not None and entry["type"] == "directory":
+            found[number] = entry["name"]
+    return found
+
+
+def list_versions(registry: str) -> list[str]:
+    """Published versions (those with a manifest.json), oldest first."""
+    fs, root = _open_registry(registry)
+    return [
+        f"v{number}"
+        for number, path in sorted(_version_dirs(fs, root).items())
+        if fs.exists(f"{path}/{MANIFEST_FILE}")
+    ]
+
+
+def version_summaries(registry: str) -> list[dict[str, Any]]:
+    """One line of facts per published version, oldest first, read from the manifests (not
+    verified: `load_published` / `digitflow models show` do that)."""
+    fs, root = _open_registry(registry)
+    versions = list_versions(registry)
+    alias = f"{root}/{ALIAS}"
+    latest = fs.cat_file(alias).decode().strip() if fs.exists(alias) else None
+    rows = []
+    for version in versions:
+        location = _display(fs, f"{root}/{version}")
+        manifest = read_manifest(location)
+        network = manifest.get("config", {}).get("network", {})
+        rows.append(
+            {
+                "version": version,
+                "latest": version == latest,
+                "published_at": manifest.get("published_at"),
+                "test_accuracy": manifest.get("test_accuracy"),
+                "layer_sizes": network.get("layer_sizes"),
+                "epochs": manifest.get("config", {}).get("training", {}).get("epochs"),
+                "location": location,
+            }
+        )
+    return rows
+
+
+def publish(
+    registry: str,
+    payload_dir: str | Path,
+    describe: Callable[[str], dict[str, str]],
+    provenance: dict[str, Any],
+) -> tuple[str, str]:
+    """Publish the files under `payload_dir`, plus the text files `describe(version)` returns
+    (e.g. a README.md that names the version), as the next version; returns (version, location).
+
+    manifest.json records `provenance`, the version, the time and the sha256 of every file."""
+    fs, root = _open_registry(registry)
+    if isinstance(fs, LocalFileSystem):
+        version = _publish_local(Path(root), Path(payload_dir), describe, provenance)
+    else:
+        version = _publish_remote(fs, root, Path(payload_dir), describe, provenance)
+    update_alias(registry)
+    return version, _display(fs, f"{root}/{version}")
+
+
+def _finish_version(
+    folder: Path, version: str, describe: Callable[[str], dict[str, str]], provenance: dict
+) -> None:
+    """Write the version-dependent files and manifest.json into a local folder."""
+    for name, text in describe(version).items():
+        (folder / name).write_text(text)
+    files = {
+        path.relative_to(folder).as_posix(): {
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": version,
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance,
+        "files": files,
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _publish_local(
+    root: Path, payload: Path, describe: Callable[[str], dict[str, str]], provenance: dict
+) -> str:
+    staging = root / STAGING / uuid.uuid4().hex
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(payload, staging)
+    try:
+        while True:
+            number = max(_version_dirs(LocalFileSystem(), str(root)), default=0) + 1
+            version = f"v{number}"
+            _finish_version(staging, version, describe, provenance)
+            try:
+                # The commit and the lock in one step: rename fails if vN exists and is not empty.
+                os.rename(staging, root / version)
+                return version
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise RegistryError(f"{root / version}: cannot publish ({error})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish_remote(
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    payload: Path,
+    describe: Callable[[str], dict[str, str]],
+    provenance: dict,
+) -> str:
+    fs.makedirs(root, exist_ok=True)
+    while True:
+        version = f"v{max(_version_dirs(fs, root), default=0) + 1}"
+        claim = f"{root}/{version}/.claim"
+        try:
+            fs.makedirs(f"{root}/{version}", exist_ok=True)
+            with fs.open(claim, "xb") as f:
+                f.write(uuid.uuid4().hex.encode())
+            break
+        except FileExistsError:
+            continue
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / version
+        shutil.copytree(payload, folder)
+        _finish_version(folder, version, describe, provenance)
+        names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
+        names.remove(MANIFEST_FILE)
+        for name in [*names, MANIFEST_FILE]:  # the manifest last: it marks the version complete
+            fs.put_file(str(folder / name), f"{root}/{version}/{name}")
+    fs.rm(claim)
+    return version
+
+
+@contextmanager
+def _alias_lock(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[None]:
+    if not isinstance(fs, LocalFileSystem):
+        yield  # object stores: last writer wins; each writer writes the newest it can see
+        return
+    with open(Path(root) / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_alias(registry: str) -> str | None:
+    """Point `latest` at the newest published version (under a lock, so that of two concurrent
+    publishers the later update cannot go back to the older version)."""
+    fs, root = _open_registry(registry)
+    with _alias_lock(fs, root):
+        versions = list_versions(registry)
+        if not versions:
+            return None
+        newest = versions[-1]
+        if isinstance(fs, LocalFileSystem):
+            write_atomic(Path(root) / ALIAS, lambda tmp: tmp.write_text(newest + "\n"))
+        else:
+            fs.pipe_file(f"{root}/{ALIAS}", (newest + "\n").encode())
+        return newest
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """ "REGISTRY_OR_PATH[@VERSION]" -> (location, version or None); VERSION is latest, vN or N."""
+    base, at, version = spec.rpartition("@")
+    if not at or "/" in version:
+        return spec, None
+    if version == ALIAS or version_number(version) is not None:
+        return base, version
+    if version.isdigit() and int(version) > 0:
+        return base, f"v{int(version)}"
+    raise RegistryError(f"{spec}: {version!r} is not a version (use latest, v3 or 3)")
+
+
+def resolve(registry: str, version: str = ALIAS) -> str:
+    """The folder of `version` in `registry`, as a local path or a URL."""
+    fs, root = _open_registry(registry)
+    published = list_versions(registry)
+    if not published:
+        what = "does not exist" if not fs.exists(root) else "has no published versions"
+        raise RegistryError(
+            f"{registry}: not a model registry ({what}; expected folders v1, v2, ... each with "
+            f"a {MANIFEST_FILE}) and not a version folder"
+        )
+    if version == ALIAS:
+        alias = f"{root}/{ALIAS}"
+        version = fs.cat_file(alias).decode().strip() if fs.exists(alias) else published[-1]
+    if version not in published:
+        raise RegistryError(
+            f"{registry}: no published version {version} (available: {', '.join(published)})"
+        )
+    return _display(fs, f"{root}/{version}")
+
+
+def read_manifest(location: str, shown_as: str | None = None) -> dict[str, Any]:
+    fs, folder = _open_registry(location)
+    shown = f"{shown_as or _display(fs, folder)}/{MANIFEST_FILE}"
+    try:
+        manifest = json.loads(fs.cat_file(f"{folder}/{MANIFEST_FILE}"))
+    except FileNotFoundError:
+        raise RegistryError(f"{shown}: missing; not a published version") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RegistryError(f"{shown}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise RegistryError(f"{shown}: has no 'files' table of checksums")
+    return manifest
+
+
+def verify(location: str, shown_as: str | None = None) -> dict[str, Any]:
+    """Check every file listed in the version's manifest against its sha256; returns the
+    manifest, or raises RegistryError naming the first missing or changed file (as `shown_as`,
+    where `location` is a local copy of it)."""
+    manifest = read_manifest(location, shown_as)
+    fs, folder = _open_registry(location)
+    location = shown_as or location
+    for required in (WEIGHTS_FILE, CONFIG_FILE):
+        if required not in manifest["files"]:
+            raise RegistryError(f"{location}/{MANIFEST_FILE}: does not list {required}")
+    for name, entry in manifest["files"].items():
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts:
+            raise RegistryError(f"{location}/{MANIFEST_FILE}: lists a path outside the version")
+        shown = f"{location}/{name}"
+        try:
+            digest = _sha256_remote(fs, f"{folder}/{name}")
+        except FileNotFoundError:
+            raise RegistryError(f"{shown}: missing (listed in {MANIFEST_FILE})") from None
+        if digest != entry.get("sha256"):
+            raise RegistryError(
+                f"{shown}: checksum mismatch, the file changed after publishing "
+                f"(manifest {str(entry.get('sha256'))[:12]}..., file {digest[:12]}...); "
+                f"refusing to use this version"
+            )
+    return manifest
+
+
+def _sha256_remote(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    if isinstance(fs, LocalFileSystem):
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_published(spec: str | None = None) -> PublishedModel:
+    """Load a published version after verifying every checksum.
+
+    `spec` is "REGISTRY_OR_PATH[@VERSION]": a registry (default: the default registry) and a
+    version (default latest), or a path straight to a version folder."""
+    base, version = split_spec(spec or default_registry())
+    fs, root = _open_registry(base)
+    if fs.exists(f"{root}/{MANIFEST_FILE}"):
+        if version not in (None, ALIAS):
+            raise RegistryError(f"{base} is a version folder itself; leave out '@{version}'")
+        location = _display(fs, root)
+    else:
+        location = resolve(base, version or ALIAS)
+    if isinstance(fs, LocalFileSystem):
+        return _load_verified(location, location)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Verify and load the same bytes: a local copy, so nothing can change in between.
+        fs.get(_open_registry(location)[1] + "/", tmp + "/", recursive=True)
+        return _load_verified(tmp, location)
+
+
+def _load_verified(folder: str, location: str) -> PublishedModel:
+    manifest = verify(folder, shown_as=location)
+    network = load_model(folder)
+    metrics_path = Path(folder) / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return PublishedModel(manifest.get("version", "?"), location, network, manifest, metrics)

@@ -1,0 +1,82 @@
+"""Where digitflow keeps its files, where MNIST comes from, and how Prefect is set up.
+
+    DIGITFLOW_HOME          the data directory (default ./data): raw/, processed/, runs/, models/
+    DIGITFLOW_MNIST_SOURCE  the MNIST source: a Hub id (default ylecun/mnist), a local folder or an
+                            fsspec URL of Parquet files in the Hub's layout
+
+`configure_prefect(verbose)` puts Prefect's settings into the environment; call it before anything
+imports prefect (the CLI does), since Prefect reads them once, at import. `quiet_console()` then
+keeps failed-run tracebacks off the terminal (the CLI reports errors in one line itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+DEFAULT_SOURCE = "ylecun/mnist"
+
+# Settings applied by configure_prefect, documented in the README ("Configuration"): each can
+# still be overridden from the environment, except the console level under --verbose.
+PREFECT_DEFAULTS = {
+    # No telemetry: it only produces connection errors on machines without internet.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # The embedded server needs 5-10 s to start; on a busy machine it can take longer.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # Datasets and the Hub client draw their own progress bars; digitflow prints its own lines.
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
+CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+
+
+def data_home() -> Path:
+    """The data directory: $DIGITFLOW_HOME, or ./data."""
+    return Path(os.environ.get("DIGITFLOW_HOME") or "data")
+
+
+def default_registry() -> str:
+    """The model registry used when none is given: data_home()/models."""
+    return str(data_home() / "models")
+
+
+def mnist_source() -> str:
+    """$DIGITFLOW_MNIST_SOURCE, or the Hugging Face Hub dataset ylecun/mnist."""
+    return os.environ.get("DIGITFLOW_MNIST_SOURCE") or DEFAULT_SOURCE
+
+
+def configure_prefect(verbose: bool = False) -> None:
+    """Quiet, local Prefect: no telemetry, no INFO lines on the console unless `verbose`.
+
+    Prefect's run loggers stay at INFO, so every log line (the epochs, say) still reaches the
+    Prefect API and its UI; only the console handler is raised to WARNING. Without
+    PREFECT_API_URL, Prefect starts its embedded (ephemeral) server for the run.
+    """
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if verbose:
+        os.environ[CONSOLE_LEVEL] = "INFO"
+        os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    else:
+        os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
+
+
+class _HideRunFailures(logging.Filter):
+    """Drops the ERROR records (with tracebacks) Prefect logs for a failed flow or task run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+        return not (run_logger and record.levelno >= logging.ERROR)
+
+
+def quiet_console() -> None:
+    """Keep failed-run tracebacks off the console (they still reach the Prefect API).
+
+    Call after prefect is imported, unless verbose; calling it twice is harmless.
+    """
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler" and not any(
+            isinstance(f, _HideRunFailures) for f in handler.filters
+        ):
+            handler.addFilter(_HideRunFailures())
