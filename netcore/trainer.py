@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netcore.augment import ShiftedEpochs
+from netcore.augment import EpochBuilder, distorted_copy
 from netcore.checkpoint import load_checkpoint, save_checkpoint
 from netcore.config import TrainConfig
 from netcore.errors import ModelFileError, TrainingDiverged
@@ -47,12 +47,13 @@ class TrainResult:
     best_epoch: int  # the epoch whose weights the network ends with
     stopped_early: bool
     resumed_from_epoch: int  # 0 for a fresh run
+    augmentation_seconds: float  # making the distorted copies and the epoch pool, before epoch 1
 
 
-def random_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Independent generators for (the validation split, the epochs' shuffles and shifts)."""
-    split, epochs = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(split), np.random.default_rng(epochs)
+def random_streams(seed: int) -> tuple[np.random.Generator, ...]:
+    """Independent generators for (the validation split, the distortions, the epochs' shuffles
+    and shifts): each is reproducible on its own, so resuming redraws the same split and copies."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
 
 def split_validation(
@@ -74,12 +75,26 @@ def train(
 ) -> TrainResult:
     """Train `network` in place; returns the per-epoch history."""
     labels = np.asarray(labels, dtype=np.int64)
-    split_rng, rng = random_streams(config.seed)
+    split_rng, distortion_rng, rng = random_streams(config.seed)
     train_idx, val_idx = split_validation(len(labels), config.validation_fraction, split_rng)
     val_x = normalize(pixels[val_idx], network.config) if len(val_idx) else None
     val_y = labels[val_idx]
     train_labels = labels[train_idx]
-    epochs = ShiftedEpochs(pixels[train_idx] if len(val_idx) else pixels, config.augment_shift)
+    train_pixels = pixels[train_idx] if len(val_idx) else np.asarray(pixels)
+    side = math.isqrt(network.config.input_size)
+    augmentation_started = time.perf_counter()
+    copies = [
+        distorted_copy(
+            train_pixels.reshape(len(train_pixels), side, side),
+            distortion_rng,
+            config.distortion_degrees,
+            config.distortion_scale,
+            config.distortion_shear,
+        )
+        for _ in range(config.augment_distortions)
+    ]
+    epochs = EpochBuilder(train_pixels, config.augment_shift, copies)
+    augmentation_seconds = time.perf_counter() - augmentation_started
 
     optimizer = SGD(network, config.momentum, config.weight_decay, config.nesterov)
     history: list[EpochStats] = []
@@ -153,7 +168,7 @@ def train(
     if best is not None:  # keep the best validation epoch's weights
         for name, value in best.items():
             network.params[name][...] = value
-    return TrainResult(history, best_epoch, stopped_early, start_epoch)
+    return TrainResult(history, best_epoch, stopped_early, start_epoch, augmentation_seconds)
 
 
 # Overflow only happens on the way to divergence, which the loss check reports clearly.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from netcore import Network, NetworkConfig, TrainConfig, TrainingDiverged, save_model, train
-from netcore.augment import ShiftedEpochs
+from netcore.augment import EpochBuilder, distorted_copy
 from netcore.errors import ModelFileError
 from netcore.mnist import read_parquet
 from netcore.schedules import learning_rate
@@ -32,10 +32,10 @@ def _weights_sha256(net: Network, folder: Path) -> str:
 
 
 def test_same_seed_gives_bit_identical_weight_files(small_train, tmp_path):
-    config = TrainConfig(epochs=2, augment_shift=2, seed=7)
+    config = TrainConfig(epochs=2, augment_shift=2, augment_distortions=1, seed=7)
     a, _ = _fit(*small_train, config)
     b, _ = _fit(*small_train, config)
-    c, _ = _fit(*small_train, TrainConfig(epochs=2, augment_shift=2, seed=8))
+    c, _ = _fit(*small_train, TrainConfig(epochs=2, augment_shift=2, augment_distortions=1, seed=8))
     assert _weights_sha256(a, tmp_path / "a") == _weights_sha256(b, tmp_path / "b")
     assert _weights_sha256(a, tmp_path / "a") != _weights_sha256(c, tmp_path / "c")
 
@@ -105,14 +105,43 @@ def test_shifted_epochs_move_each_image_whole():
     pixels = np.zeros((50, 28, 28), dtype=np.uint8)
     pixels[:, 10:18, 12:16] = rng.integers(1, 255, (50, 8, 4))
     order = rng.permutation(50)
-    out = ShiftedEpochs(pixels, max_shift=2).build(order, rng).reshape(50, 28, 28)
+    out = EpochBuilder(pixels, max_shift=2).build(order, rng).reshape(50, 28, 28)
     for row, source in enumerate(order):
         ys, xs = np.nonzero(out[row])
         dy, dx = ys.min() - 10, xs.min() - 12
         assert abs(dy) <= 2 and abs(dx) <= 2
         np.testing.assert_array_equal(np.roll(pixels[source], (dy, dx), axis=(0, 1)), out[row])
-    unshifted = ShiftedEpochs(pixels, max_shift=0).build(order, rng).reshape(50, 28, 28)
+    unshifted = EpochBuilder(pixels, max_shift=0).build(order, rng).reshape(50, 28, 28)
     np.testing.assert_array_equal(unshifted, pixels[order])
+
+
+def test_epochs_draw_each_image_from_the_original_or_its_copies():
+    pixels = np.arange(1, 31, dtype=np.uint8)[:, None].repeat(784, axis=1)  # image i is all i+1
+    copies = [pixels + 100, pixels + 200]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(30)
+    seen = set()
+    for _ in range(20):
+        out = EpochBuilder(pixels, max_shift=0, copies=copies).build(order, rng)
+        values = out[:, 0]
+        assert np.array_equal(values % 100, pixels[order, 0])  # the right image, some variant
+        seen |= set((values // 100).tolist())
+    assert seen == {0, 1, 2}
+
+
+def test_distortions_are_small_reproducible_and_identity_when_zero(small_train):
+    images = small_train[0][:300]
+    same = distorted_copy(images, np.random.default_rng(0), 0.0, 0.0, 0.0)
+    np.testing.assert_array_equal(same, images)
+    a = distorted_copy(images, np.random.default_rng(5), 10.0, 0.1, 0.2, threads=1)
+    b = distorted_copy(images, np.random.default_rng(5), 10.0, 0.1, 0.2, threads=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, images)
+    # Small distortions move ink a little and keep about as much of it.
+    ink_ratio = a.reshape(300, -1).sum(axis=1) / images.reshape(300, -1).sum(axis=1)
+    assert ink_ratio.min() > 0.75 and ink_ratio.max() < 1.3
+    overlap = (a > 127) & (images > 127)
+    assert overlap.sum() / (images > 127).sum() > 0.5
 
 
 @pytest.mark.parametrize(
