@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Docker part of CI (.ci/run calls it after the tests; it runs alone too):
 #   bash .ci/docker-check.sh
-# 1. hadolint lints docker/Dockerfile; the real compose binary validates docker/compose.yaml.
+# 1. hadolint lints docker/Dockerfile, docker/pin.py checks that every runtime dependency is
+#    pinned, and the real compose binary validates docker/compose.yaml.
 # 2. A private Docker engine (../shared/tools/docker-local.sh) builds the image (`make docker-build`).
 # 3. `make docker-train` trains in a container on the shared MNIST folder, mounted read-only, with
 #    a short training; its --json summary and the published version's files are checked.
@@ -22,8 +23,9 @@ make --silent venv
 COMPOSE_BIN=$(.venv/bin/python -c \
   'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')
 
-step "hadolint docker/Dockerfile"
+step "hadolint docker/Dockerfile; every runtime dependency pinned in docker/constraints.txt"
 .venv/bin/hadolint docker/Dockerfile
+.venv/bin/python docker/pin.py --check
 step "compose config (every profile)"
 "$COMPOSE_BIN" -f docker/compose.yaml --profile train --profile predict config --quiet
 
