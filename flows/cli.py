@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from flows.prefect_server import EmbeddedServer, use_api
 from flows.settings import configure_prefect, quiet_console
 from netcore.errors import NetcoreError
 
@@ -118,12 +119,18 @@ def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -
 
     run = resolve_run_config(flags, config_file)
     started = time.perf_counter()
-    from flows.training import training_flow  # imports Prefect: after configure_prefect
-
+    server = EmbeddedServer.start_unless_configured()  # starts up while we import
+    try:
+        from flows.training import training_flow  # imports Prefect: after configure_prefect
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     if not verbose:
         quiet_console()
     console.enable()
-    summary = _run_flow(training_flow, run.flow_parameters())
+    with use_api(server):
+        summary = _run_flow(training_flow, run.flow_parameters())
     summary["flow_seconds"] = round(time.perf_counter() - started, 3)
     if as_json:
         click.echo(json.dumps(summary))
@@ -158,7 +165,9 @@ def _run_flow(flow: Any, parameters: dict[str, Any]) -> Any:
 
 # ---- Command registration: one import and one add_command line per command. -----------------
 from flows.models_cli import models  # noqa: E402
+from flows.predict_cli import predict  # noqa: E402
 from flows.report import report  # noqa: E402
 
 main.add_command(models)
+main.add_command(predict)
 main.add_command(report)

@@ -152,8 +152,10 @@ def publish(
 def _finish_version(
     folder: Path, version: str, describe: Callable[[str], dict[str, str]], provenance: dict
 ) -> None:
-    """Write the version-dependent files and manifest.json into a local folder."""
+    """Write the version-dependent files and manifest.json into a local folder (again, on a
+    retry with the next version number), then make every file read-only."""
     for name, text in describe(version).items():
+        (folder / name).unlink(missing_ok=True)
         (folder / name).write_text(text)
     files = {
         path.relative_to(folder).as_posix(): {
@@ -170,7 +172,11 @@ def _finish_version(
         **provenance,
         "files": files,
     }
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)  # published files are never edited
 
 
 def _publish_local(
@@ -269,8 +275,8 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 def resolve(registry: str, version: str = ALIAS) -> str:
     """The folder of `version` in `registry`, as a local path or a URL."""
     fs, root = _open_registry(registry)
-    published = list_versions(registry)
-    if not published:
+    published, folders = list_versions(registry), _version_dirs(fs, root)
+    if not published and not folders:
         what = "does not exist" if not fs.exists(root) else "has no published versions"
         raise RegistryError(
             f"{registry}: not a model registry ({what}; expected folders v1, v2, ... each with "
@@ -278,10 +284,21 @@ def resolve(registry: str, version: str = ALIAS) -> str:
         )
     if version == ALIAS:
         alias = f"{root}/{ALIAS}"
-        version = fs.cat_file(alias).decode().strip() if fs.exists(alias) else published[-1]
+        if fs.exists(alias):
+            version = fs.cat_file(alias).decode().strip()
+        elif published:
+            version = published[-1]
+        else:
+            raise RegistryError(f"{registry}: has no published versions")
     if version not in published:
+        if version_number(version) in folders:
+            raise RegistryError(
+                f"{_display(fs, folders[version_number(version)])}/{MANIFEST_FILE}: missing; "
+                f"{version} is incomplete or damaged, not a published version"
+            )
         raise RegistryError(
-            f"{registry}: no published version {version} (available: {', '.join(published)})"
+            f"{registry}: no published version {version} "
+            f"(available: {', '.join(published) or 'none'})"
         )
     return _display(fs, f"{root}/{version}")
 

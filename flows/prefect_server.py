@@ -1,0 +1,159 @@
+"""Prefect's embedded (ephemeral) API server, started before Prefect is even imported.
+
+Without PREFECT_API_URL, Prefect starts a temporary local server the first time a flow needs
+one: it imports the whole server package into the calling process (~3 s here) and then waits for
+a second Python process to import it again and answer (~7 s). Doing the same thing ourselves, at
+the very start of the command, overlaps the server's start-up with our own imports and saves the
+first import altogether:
+
+    server = EmbeddedServer.start_unless_configured()   # before `import prefect`
+    ...                                                   # imports, configuration
+    with use_api(server):                                 # after `import prefect`
+        flow(...)
+
+The server is exactly the one Prefect would start (same app factory, same flags, a SQLite
+database under PREFECT_HOME), and it is stopped when the block ends. When a Prefect API is
+configured (PREFECT_API_URL in the environment or in the active Prefect profile), that server is
+used instead and the embedded one is never started, or stopped unused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from netcore.errors import NetcoreError
+
+STARTUP_TIMEOUT_SECONDS = 120.0
+
+
+class PrefectServerError(NetcoreError):
+    """The embedded Prefect server did not start."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class EmbeddedServer:
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        package = importlib.util.find_spec("prefect")
+        assert package is not None and package.submodule_search_locations
+        app_dir = Path(next(iter(package.submodule_search_locations))).parent
+        # The command and flags Prefect's own SubprocessASGIServer uses for its ephemeral server.
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(app_dir),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    @classmethod
+    def start_unless_configured(cls) -> EmbeddedServer | None:
+        """Start one now, unless PREFECT_API_URL is set or embedded servers are turned off."""
+        if os.environ.get("PREFECT_API_URL"):
+            return None
+        if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
+            return None
+        return cls()
+
+    def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                last = (error.strip().splitlines() or ["no output"])[-1]
+                raise PrefectServerError(
+                    f"the embedded Prefect server exited with status {self.process.returncode} "
+                    f"({last})"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise PrefectServerError(
+            f"the embedded Prefect server did not answer within {timeout:.0f} s"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def use_api(server: EmbeddedServer | None) -> Iterator[str | None]:
+    """Within the block, flows talk to the configured Prefect API if there is one, else to
+    `server` (waited for here); yields the API URL in use (None: Prefect decides)."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    configured = get_current_settings().api.url
+    if server is None or configured:
+        if server is not None:
+            server.stop()
+        yield configured
+        return
+    try:
+        server.wait_until_ready()
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            try:
+                yield server.api_url
+            finally:
+                _drain_prefect_workers()
+    finally:
+        server.stop()
+
+
+def _drain_prefect_workers(timeout: float = 10.0) -> None:
+    """Send the logs and events still queued for the API before the server goes away (as
+    Prefect's own test harness does), so nothing is lost and nothing retries at exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
