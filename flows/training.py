@@ -41,7 +41,9 @@ from flows.evaluation import (
     per_class_rows,
     save_evaluation,
 )
+from flows.figures import FIGURES_DIR, existing_figures, model_figures
 from flows.files import files_intact, stable_hash, write_json
+from flows.inline import figures_markdown, inline_images
 from flows.model_card import model_card
 from flows.onnx_export import check_parity, save_onnx, to_onnx
 from flows.prepare import load_split, prepare
@@ -160,6 +162,19 @@ def evaluate_task(prepared: dict[str, Any], trained: dict[str, Any], run_dir: st
         "history": json.loads((Path(run_dir) / HISTORY_FILE).read_text()),
     }
     save_evaluation(run_dir, metrics, probabilities)
+    drawn = model_figures(
+        Path(run_dir) / FIGURES_DIR,
+        metrics["training"]["history"],
+        pixels,
+        labels,
+        probabilities,
+        network.weights[0],
+    )
+    create_markdown_artifact(
+        markdown=figures_markdown(drawn),
+        key="mnist-evaluation-figures",
+        description="Training curves, confusion matrix, confident mistakes, first-layer weights",
+    )
     create_table_artifact(
         table=per_class_rows(metrics),
         key="mnist-evaluation-per-class",
@@ -177,7 +192,7 @@ def extra_version_files(run_dir: str | Path) -> dict[str, Path]:
     """Files a published version carries besides the model, config, metrics and ONNX model:
     {name inside the version: file}. Today: everything under run_dir/figures/ (the pictures,
     flows/figures.py, are drawn there during the run). Add more here."""
-    figures = Path(run_dir) / "figures"
+    figures = Path(run_dir) / FIGURES_DIR
     if not figures.is_dir():
         return {}
     return {
@@ -185,14 +200,6 @@ def extra_version_files(run_dir: str | Path) -> dict[str, Path]:
         for path in sorted(figures.rglob("*"))
         if path.is_file()
     }
-
-
-def _figure_captions(names: list[str]) -> list[tuple[str, str]]:
-    return [
-        (Path(name).stem.replace("-", " ").replace("_", " ").capitalize(), name)
-        for name in names
-        if name.endswith(".png")
-    ]
 
 
 @task(name="publish")
@@ -226,7 +233,10 @@ def publish_task(
         (payload / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, payload / name)
     provenance = {**provenance, "onnx_max_abs_difference": worst}
-    figures = _figure_captions(sorted(extra_version_files(run)))
+    figures = [
+        (caption, f"{FIGURES_DIR}/{path.name}")
+        for caption, path in existing_figures(payload / FIGURES_DIR)
+    ]
 
     def describe(version: str) -> dict[str, str]:
         return {"README.md": model_card(version, metrics, provenance, figures)}
@@ -238,6 +248,11 @@ def publish_task(
         link_text=f"MNIST model {version} (test accuracy {accuracy:.2%})",
         key="mnist-model",
         description=f"The published model version {version} in {registry}",
+    )
+    create_markdown_artifact(
+        markdown=inline_images(model_card(version, metrics, provenance, figures), payload),
+        key="mnist-model-card",
+        description=f"The model card (README.md) of {version}, figures inlined",
     )
     return {"published": True, "version": version, "location": location}
 
