@@ -29,5 +29,9 @@ class DataFileError(FileProblem):
     """A dataset file (Parquet, .npy) has the wrong schema, size, labels or images."""
 
 
+class ImageError(FileProblem):
+    """An image file is empty, broken, too large, blank, or not an image at all."""
+
+
 class TrainingDiverged(NetcoreError):
     """The loss became NaN or infinite."""
