@@ -1,0 +1,164 @@
+"""Score image files in shards, resumably: the unit of work of batch prediction (no Prefect here,
+so a shard runs in any process: a thread, a worker process, a Dask worker).
+
+    work = WorkFolder.next_to("out/predictions.parquet")     # out/predictions.parquet.parts/
+    done = work.start({"input": "/scans", "model": "v3"}, resume=True)   # paths already scored
+    job = ShardJob(0, ("a.png", "b.jpg"), LocalFiles("/scans"), work.part_path(0), model)
+    result = score_shard(job)                 # scores the files, writes one part file
+    totals = work.finish("out/predictions.parquet")   # parts -> the output, folder removed
+
+`model` is a ModelPayload: a version name plus the network's config and weights, which travel to
+worker processes as plain data. Part files are Parquet in the prediction layout
+(netcore.predictions) and written atomically, so after a crash or a kill each part is complete or
+absent: a resumed run scores exactly the files no part holds yet, and the output has each once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from netcore.config import NetworkConfig
+from netcore.errors import DataFileError
+from netcore.images import DEFAULT_MAX_PIXELS, load_digits
+from netcore.network import Network
+from netcore.predictions import CLASSES, atomic_writer, prediction_table, read_part
+from netcore.preprocess import normalize
+
+JOB_FILE = "job.json"
+# Files per shard: the unit of work, of memory (about 4 KB a file) and of resume.
+DEFAULT_SHARD_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A network as plain data (config dict + named arrays), with the version that names it."""
+
+    version: str
+    config: dict
+    params: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, version: str, network: Network) -> ModelPayload:
+        return cls(version, network.config.to_dict(), dict(network.params))
+
+    def network(self) -> Network:
+        dtype = next(iter(self.params.values())).dtype.type
+        return Network(NetworkConfig.from_dict(self.config), dtype=dtype, params=dict(self.params))
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Score `files` (opened with `opener(relative_path)`) and write the rows to `part`."""
+
+    number: int
+    files: tuple[str, ...]
+    opener: Callable[[str], BinaryIO]
+    part: Path
+    model: ModelPayload
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    number: int
+    scored: int
+    failed: int
+    seconds: float
+
+
+def score_shard(job: ShardJob) -> ShardResult:
+    """Decode, normalize and score every file of the shard; one row each, errors included."""
+    started = time.perf_counter()
+    network = job.model.network()
+    pixels, problems = load_digits(job.files, job.opener, job.max_pixels)
+    probabilities = network.predict_proba(normalize(pixels, network.config))
+    with atomic_writer(job.part) as write:
+        write(prediction_table(job.files, probabilities, problems, job.model.version))
+    failed = sum(problem is not None for problem in problems)
+    return ShardResult(job.number, len(job.files) - failed, failed, time.perf_counter() - started)
+
+
+@dataclass
+class Totals:
+    """What an output file holds: rows scored, rows failed, and scored rows per class."""
+
+    scored: int = 0
+    failed: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * CLASSES)
+
+    def add(self, labels: np.ndarray, rows: int) -> None:
+        self.scored += len(labels)
+        self.failed += rows - len(labels)
+        counts = np.bincount(labels, minlength=CLASSES)[:CLASSES]
+        self.histogram = [a + int(b) for a, b in zip(self.histogram, counts, strict=True)]
+
+
+class WorkFolder:
+    """The part files of one output, in `<output>.parts/` next to it, plus `job.json` naming the
+    job they belong to (a resume must be the same job)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.run = ""
+
+    @classmethod
+    def next_to(cls, output: str | Path) -> WorkFolder:
+        output = Path(output)
+        return cls(output.with_name(output.name + ".parts"))
+
+    def start(self, job: dict, resume: bool) -> set[str]:
+        """Get ready to score `job`; returns the paths already scored (only when resuming the
+        same job; otherwise any earlier parts are deleted)."""
+        job_file = self.folder / JOB_FILE
+        # Parts names sort by run, then shard: the output lists earlier runs first.
+        self.run = f"{time.time_ns():020d}"
+        if resume and job_file.is_file():
+            earlier = json.loads(job_file.read_text())
+            if earlier != job:
+                raise DataFileError(
+                    job_file,
+                    f"belongs to another job ({earlier}, now {job}): start over without resuming",
+                )
+            for leftover in self.folder.glob(".*.tmp"):  # a part being written when killed
+                leftover.unlink()
+            return {
+                path for part in self.parts() for path in read_part(part, ["path"])[0].to_pylist()
+            }
+        if self.folder.exists():
+            if not job_file.is_file():
+                raise DataFileError(self.folder, "exists and is not a work folder: not touching it")
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        temporary = self.folder / f".{JOB_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+        temporary.write_text(json.dumps(job, indent=2) + "\n")
+        os.replace(temporary, job_file)
+        return set()
+
+    def part_path(self, number: int) -> Path:
+        return self.folder / f"part-{self.run}-{number:06d}.parquet"
+
+    def parts(self) -> list[Path]:
+        return sorted(self.folder.glob("part-*.parquet"))
+
+    def finish(self, output: str | Path) -> Totals:
+        """Merge every part into `output` (streamed, one part in memory; atomic) and delete the
+        work folder. Returns what the output holds."""
+        totals = Totals()
+        with atomic_writer(output) as write:
+            for part in self.parts():
+                table = read_part(part)
+                write(table)
+                labels = table.column("label").drop_null().to_numpy()
+                totals.add(labels, table.num_rows)
+        shutil.rmtree(self.folder)
+        return totals
