@@ -72,7 +72,9 @@ def _note(message: str) -> None:
     console.say(message)
 
 
-@task(name="download", retries=1, retry_delay_seconds=2, **CACHED)
+# No task retries: the Hub client retries transient errors itself, and an unreachable Hub or a
+# bad file must fail at once with its message.
+@task(name="download", **CACHED)
 def download_task(
     source: str,
     revision: str | None,
