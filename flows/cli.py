@@ -167,7 +167,9 @@ def _run_flow(flow: Any, parameters: dict[str, Any]) -> Any:
 from flows.models_cli import models  # noqa: E402
 from flows.predict_cli import predict  # noqa: E402
 from flows.report import report  # noqa: E402
+from flows.serve import serve_command  # noqa: E402
 
 main.add_command(models)
 main.add_command(predict)
 main.add_command(report)
+main.add_command(serve_command)
