@@ -1,0 +1,266 @@
+"""The batch-prediction flow: score every image under a folder (or fsspec URL) with a published
+version, one output row per file (`digitflow predict`, flows/predict_cli.py).
+
+    summary = predict_flow("scans/", model="data/models@v3", output="out/scans.parquet")
+
+1. The folder is listed lazily (netcore.scan; fsspec's walk for URLs) and cut into shards of
+   `shard_size` files; at most 2 x `workers` shards are in flight, so memory depends on the shard
+   size, not on the folder's size.
+2. Each shard is one Prefect task (netcore.batch.score_shard): decode + normalize + score, then
+   one Parquet part file in `<output>.parts/`, written atomically. With the default thread task
+   runner the task hands the shard to a worker process (flows/predict_pool.py: Pillow holds the
+   GIL); with `--task-runner dask` the task itself runs on a Dask worker.
+3. The parts are merged into the output (atomic rename); with `resume=True` a rerun after a crash
+   or kill scores only the files no part holds yet.
+4. A summary (scored, failed, skipped, class histogram, images/s) is returned and published as
+   the markdown artifact `batch-predict-summary`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows import console
+from flows.registry import load_published
+from flows.settings import data_home
+from netcore.batch import (
+    DEFAULT_SHARD_SIZE,
+    ModelPayload,
+    ShardJob,
+    ShardResult,
+    WorkFolder,
+    score_shard,
+)
+from netcore.errors import NetcoreError
+from netcore.images import DEFAULT_MAX_PIXELS, is_image_name
+from netcore.predictions import output_format
+from netcore.scan import LocalFiles, scan_images
+
+ARTIFACT_KEY = "batch-predict-summary"
+
+
+class PredictError(NetcoreError):
+    """A batch prediction could not finish (its finished shards are kept for --resume)."""
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class Source:
+    """Where the images are: `listing(skipped)` yields relative paths, `opener` opens them."""
+
+    listing: Callable[[Counter], Iterator[str]]
+    opener: Callable[[str], BinaryIO]
+    shown_as: str
+
+
+def image_source(location: str) -> Source:
+    """A local folder (file:// too), or any other fsspec URL (e.g. s3://bucket/scans)."""
+    if "://" not in location or location.startswith("file://"):
+        root = Path(location.removeprefix("file://")).resolve()
+        if not root.is_dir():
+            raise PredictError(f"{location}: no such folder")
+        return Source(lambda skipped: scan_images(root, skipped), LocalFiles(root), str(root))
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(location)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise PredictError(f"{location}: not a folder")
+    return Source(lambda skipped: _walk(fs, root, skipped), FsspecFiles(fs, root), location)
+
+
+def _walk(fs: Any, root: str, skipped: Counter) -> Iterator[str]:
+    for folder, _, files in fs.walk(root):
+        prefix = folder[len(root) :].strip("/")
+        for name in files:
+            if is_image_name(name):
+                yield f"{prefix}/{name}" if prefix else name
+            else:
+                skipped["not an image"] += 1
+
+
+class FsspecFiles:
+    """Opens files by their path relative to a root on an fsspec filesystem (picklable)."""
+
+    def __init__(self, fs: Any, root: str):
+        self.fs, self.root = fs, root
+
+    def __call__(self, relative: str) -> BinaryIO:
+        return self.fs.open(f"{self.root}/{relative}", "rb")
+
+
+def default_output(location: str) -> Path:
+    """DIGITFLOW_HOME/predictions/<the input folder's name>.parquet"""
+    name = location.rstrip("/").rsplit("/", 1)[-1] or "predictions"
+    return data_home() / "predictions" / f"{name}.parquet"
+
+
+def check_arguments(input: str, output: str | None) -> tuple[Source, Path]:
+    """The image source and the output path, or a PredictError / ValueError saying what is
+    wrong with them (before any work is done)."""
+    source = image_source(input)
+    output_path = Path(output) if output else default_output(input)
+    output_format(output_path)
+    return source, output_path
+
+
+def shards(paths: Iterable[str], size: int, done: set[str]) -> Iterator[tuple[str, ...]]:
+    """Consecutive groups of `size` paths, leaving out those in `done`."""
+    batch: list[str] = []
+    for path in paths:
+        if path in done:
+            continue
+        batch.append(path)
+        if len(batch) == size:
+            yield tuple(batch)
+            batch = []
+    if batch:
+        yield tuple(batch)
+
+
+@task(name="score-shard", cache_policy=NO_CACHE, task_run_name="score-shard-{job.number}")
+def score_shard_task(job: ShardJob, workers: int) -> ShardResult:
+    """Score one shard: in a worker process when `workers` > 0, else right here."""
+    if workers:
+        from flows.predict_pool import worker_pool
+
+        return worker_pool(workers).submit(score_shard, job).result()
+    return score_shard(job)
+
+
+@flow(name="batch-predict")
+def predict_flow(
+    input: str,
+    model: str | None = None,
+    output: str | None = None,
+    resume: bool = False,
+    workers: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    worker_processes: bool = True,
+) -> dict[str, Any]:
+    """Score every image under `input` with the published version `model` (default: latest)
+    and write one row per file to `output`; returns the summary.
+
+    `worker_processes`: score in worker processes (for the thread task runner); False when the
+    task runner already runs tasks in their own processes (Dask)."""
+    started = time.perf_counter()
+    workers = workers or default_workers()
+    source, output_path = check_arguments(input, output)
+    published = load_published(model)
+    work = WorkFolder.next_to(output_path)
+    job = {"input": source.shown_as, "model": published.location, "max_pixels": max_pixels}
+    done = work.start(job, resume)
+    payload = ModelPayload.of(published.version, published.network)
+    skipped: Counter = Counter()
+    processed = _score_all(
+        source, skipped, done, work, payload, shard_size, max_pixels,
+        workers, workers if worker_processes and workers > 1 else 0,
+    )  # fmt: skip
+    totals = work.finish(output_path)
+    seconds = time.perf_counter() - started
+    summary = {
+        "input": source.shown_as,
+        "output": str(output_path),
+        "model_version": published.version,
+        "model": published.location,
+        "scored": totals.scored,
+        "failed": totals.failed,
+        "skipped": sum(skipped.values()),
+        "skipped_reasons": dict(skipped),
+        "resumed": len(done),
+        "images": processed,
+        "histogram": {str(k): n for k, n in enumerate(totals.histogram)},
+        "seconds": round(seconds, 3),
+        "images_per_second": round(processed / seconds, 1),
+    }
+    create_markdown_artifact(key=ARTIFACT_KEY, markdown=summary_markdown(summary))
+    return summary
+
+
+def _score_all(
+    source: Source,
+    skipped: Counter,
+    done: set[str],
+    work: WorkFolder,
+    payload: ModelPayload,
+    shard_size: int,
+    max_pixels: int,
+    workers: int,
+    processes: int,
+) -> int:
+    """Submit the shards, at most 2 x `workers` at a time; returns the number of files scored."""
+    in_flight: deque = deque()
+    processed = 0
+    with console.progress(_bar_length(source, done), "scoring") as bar:
+
+        def collect() -> None:
+            nonlocal processed
+            number, future = in_flight.popleft()
+            try:
+                result = future.result()
+            except Exception as error:
+                raise PredictError(
+                    f"shard {number} failed ({type(error).__name__}: {error}); "
+                    "finished shards are kept: rerun with --resume to continue"
+                ) from error
+            processed += result.scored + result.failed
+            bar.update(result.scored + result.failed)
+
+        for number, files in enumerate(shards(source.listing(skipped), shard_size, done)):
+            job = ShardJob(
+                number, files, source.opener, work.part_path(number), payload, max_pixels
+            )
+            in_flight.append((number, score_shard_task.submit(job, processes)))
+            if len(in_flight) >= 2 * workers:
+                collect()
+        while in_flight:
+            collect()
+    return processed
+
+
+def _bar_length(source: Source, done: set[str]) -> int:
+    """Files to score, for a progress bar: counted by a second listing, on a terminal only."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return 0
+    return sum(path not in done for path in source.listing(Counter()))
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown page (the Prefect artifact)."""
+    histogram = summary["histogram"]
+    reasons = ", ".join(f"{n} {why}" for why, n in summary["skipped_reasons"].items()) or "none"
+    return "\n".join(
+        [
+            f"# Batch prediction: {summary['input']}",
+            "",
+            f"Model **{summary['model_version']}** ({summary['model']}); "
+            f"output `{summary['output']}`.",
+            "",
+            "| scored | failed | skipped | images/s | seconds |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {summary['scored']} | {summary['failed']} | {summary['skipped']} "
+            f"| {summary['images_per_second']} | {summary['seconds']} |",
+            "",
+            f"Skipped: {reasons}. Kept from an earlier run (resume): {summary['resumed']}.",
+            "",
+            "| digit | " + " | ".join(histogram) + " |",
+            "|---|" + "---:|" * len(histogram),
+            "| images | " + " | ".join(str(n) for n in histogram.values()) + " |",
+        ]
+    )

@@ -1,0 +1,139 @@
+"""`digitflow predict INPUT`: score a folder of digit images with a published version.
+
+Prefect is imported only inside the command, after flows.settings.configure_prefect (see
+flows/cli.py); the flow itself is flows/predict.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from PIL import Image
+
+from flows.settings import configure_prefect, quiet_console
+from netcore.batch import DEFAULT_SHARD_SIZE
+from netcore.images import DEFAULT_MAX_PIXELS
+
+
+@click.command(
+    "predict",
+    epilog="""\b
+Examples:
+  digitflow predict scans/                 # -> DIGITFLOW_HOME/predictions/scans.parquet
+  digitflow predict scans/ --model data/models@v2 --output scans.csv
+  digitflow predict s3://bucket/inbox --output inbox.jsonl --json
+  digitflow predict scans/ --resume                      # after a crash: score only what is missing
+  digitflow predict scans/ --task-runner dask --dask-address tcp://scheduler:8786
+
+Output: one row per image file (PNG, JPEG, BMP, GIF, TIFF, WebP by extension, any case): path,
+label, confidence, prob_0..prob_9, error, model_version. Other files are skipped and counted.""",
+)
+@click.argument("input")
+@click.option(
+    "--model",
+    help="REGISTRY_OR_PATH[@VERSION]: a registry (folder or fsspec URL) and version, or a version "
+    "folder. [default: DIGITFLOW_HOME/models@latest]",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="FILE.parquet, .csv or .jsonl. [default: DIGITFLOW_HOME/predictions/INPUT-NAME.parquet]",
+)
+@click.option("--resume", is_flag=True, help="Keep the shards an interrupted run finished.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Shards scored at once (processes, or Dask workers). [default: the cores available]",
+)
+@click.option(
+    "--task-runner",
+    type=click.Choice(["thread", "dask"]),
+    default="thread",
+    show_default=True,
+    help="thread: Prefect's thread pool handing shards to worker processes; dask: prefect-dask.",
+)
+@click.option(
+    "--dask-address", help="An existing Dask scheduler (with --task-runner dask); else a local one."
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SHARD_SIZE,
+    show_default=True,
+    help="Files per Prefect task (memory grows with it; resume keeps whole shards).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1, Image.MAX_IMAGE_PIXELS),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse (as an error row, without decoding) images with more pixels than this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("-v", "--verbose", is_flag=True, help="Show Prefect's INFO logs on the console.")
+def predict(
+    input: str,
+    task_runner: str,
+    dask_address: str | None,
+    workers: int | None,
+    as_json: bool,
+    verbose: bool,
+    **options: Any,
+) -> None:
+    """Score every image under INPUT (a folder, recursively, or an fsspec URL)."""
+    if dask_address and task_runner != "dask":
+        raise click.UsageError("--dask-address needs --task-runner dask")
+    configure_prefect(verbose)
+    from flows import console
+    from flows.cli import _run_flow
+    from flows.predict import check_arguments, default_workers, predict_flow
+
+    try:
+        check_arguments(input, options["output"])
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--output'") from None
+    workers = workers or default_workers()
+    if task_runner == "thread" and workers > 1:
+        from flows.predict_pool import worker_pool
+
+        worker_pool(workers)  # the workers start up while Prefect does
+    if not verbose:
+        quiet_console()
+    console.enable()
+    flow = predict_flow.with_options(task_runner=_task_runner(task_runner, workers, dask_address))
+    summary = _run_flow(
+        flow,
+        {"input": input, "workers": workers, "worker_processes": task_runner == "thread"} | options,
+    )
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    histogram = " ".join(f"{k}:{n}" for k, n in summary["histogram"].items())
+    click.echo(
+        f"scored {summary['scored']}, failed {summary['failed']}, skipped {summary['skipped']} "
+        f"with {summary['model_version']} -> {summary['output']}\n"
+        f"  {summary['images']} images in {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:.0f}/s); labels {histogram}"
+    )
+
+
+def _task_runner(kind: str, workers: int, address: str | None) -> Any:
+    if kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        # Twice the workers: while one task waits for its worker process, the next is queued.
+        return ThreadPoolTaskRunner(max_workers=2 * workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise click.UsageError(
+            "--task-runner dask needs prefect-dask: pip install 'digitflow[dask]'"
+        ) from None
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}
+    )
