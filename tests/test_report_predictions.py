@@ -4,10 +4,11 @@ network, through the real CLI."""
 from __future__ import annotations
 
 import base64
+import html
 import io
-import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,10 @@ from PIL import Image
 from flows import figures, report
 from netcore.config import NetworkConfig, TrainConfig
 from netcore.errors import DataFileError
+from netcore.images import load_digits
 from netcore.mnist import read_parquet
 from netcore.network import Network
+from netcore.predictions import atomic_writer, prediction_table
 from netcore.preprocess import normalize
 from netcore.trainer import train
 
@@ -38,8 +41,9 @@ def inlined_pngs(page: str) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def scored(small_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A folder of real MNIST PNG files (some inverted to dark ink on paper, one broken) and a
-    predictions file in the batch-predict layout, scored by a briefly trained network."""
+    """A folder of real MNIST PNG files (some as dark ink on paper, one broken), scored the way
+    batch predict does (netcore.images, a briefly trained network, netcore.predictions' table
+    and writer) into predictions.parquet."""
     pixels, labels = read_parquet(small_mnist_dir / "train-00000-of-00001.parquet")
     network = Network(NetworkConfig(), np.random.default_rng(0))
     train(network, pixels, labels, TrainConfig(epochs=1, augment_shift=0))
@@ -47,41 +51,35 @@ def scored(small_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     folder = tmp_path_factory.mktemp("scans")
     (folder / "nested").mkdir()
     test_pixels, _ = read_parquet(small_mnist_dir / "test-00000-of-00001.parquet")
-    test_pixels = test_pixels[:IMAGES]
     paths = []
-    for index, image in enumerate(test_pixels):
+    for index, image in enumerate(test_pixels[:IMAGES]):
         relative = f"nested/scan-{index:03d}.png" if index % 2 else f"digit-{index:03d}.png"
         on_paper = index % 3 == 0
         Image.fromarray(255 - image if on_paper else image).resize((56, 56)).save(folder / relative)
         paths.append(relative)
     (folder / "broken.png").write_bytes(b"this is not a PNG")
+    paths.append("broken.png")
 
-    probabilities = network.predict_proba(normalize(test_pixels, network.config))
-    columns: dict[str, list] = {
-        "path": [*paths, "broken.png"],
-        "label": [*probabilities.argmax(axis=1).tolist(), None],
-        "confidence": [*probabilities.max(axis=1).tolist(), None],
-    }
-    for k in range(10):
-        columns[f"prob_{k}"] = [*probabilities[:, k].tolist(), None]
-    columns["error"] = [None] * IMAGES + ["cannot identify image file"]
-    columns["model_version"] = ["v1"] * (IMAGES + 1)
-    table = pa.table(columns)
+    digits, problems = load_digits([str(folder / path) for path in paths])
+    probabilities = network.predict_proba(normalize(digits, network.config))
+    table = prediction_table(paths, probabilities, problems, "v1")
     predictions = folder.parent / "predictions.parquet"
-    pq.write_table(table, predictions)
+    with atomic_writer(predictions) as write:
+        write(table)
     return {"folder": folder, "predictions": predictions, "table": table}
 
 
 def test_read_predictions_in_every_output_format(scored: dict, tmp_path: Path) -> None:
     table = scored["table"]
-    as_csv = tmp_path / "p.csv"
-    pa.csv.write_csv(table, as_csv)
-    as_jsonl = tmp_path / "p.jsonl"
-    as_jsonl.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
-    for path in (scored["predictions"], as_csv, as_jsonl):
-        read = report.read_predictions(path)
+    for name in ("p.parquet", "p.csv", "p.jsonl"):
+        with atomic_writer(tmp_path / name) as write:
+            write(table)
+        read = report.read_predictions(tmp_path / name)
         assert read.num_rows == IMAGES + 1
         assert read["path"].to_pylist() == table["path"].to_pylist()
+        assert read["label"].to_pylist() == table["label"].to_pylist()
+        assert read["error"].to_pylist() == table["error"].to_pylist()
+        assert read["error"][-1].as_py()  # the broken file's reason
 
 
 def test_read_predictions_refuses_other_files(scored: dict, tmp_path: Path) -> None:
@@ -91,10 +89,16 @@ def test_read_predictions_refuses_other_files(scored: dict, tmp_path: Path) -> N
         report.read_predictions(not_predictions)
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"not parquet at all")
-    with pytest.raises(DataFileError, match=r"garbage\.parquet.*cannot read"):
+    with pytest.raises(DataFileError, match=r"garbage\.parquet: not batch-predict output"):
         report.read_predictions(garbage)
-    with pytest.raises(DataFileError, match=r"unknown predictions format"):
+    with pytest.raises(DataFileError, match=r"unknown format ..xlsx"):
         report.read_predictions(not_predictions.rename(tmp_path / "predictions.xlsx"))
+    bad_label = tmp_path / "bad-label.csv"
+    bad_label.write_text(
+        ",".join(scored["table"].column_names) + "\n" + "a.png,seven" + "," * 13 + "\n"
+    )
+    with pytest.raises(DataFileError, match=r"bad-label\.csv: not batch-predict output"):
+        report.read_predictions(bad_label)
     with pytest.raises(DataFileError, match=r"missing\.csv: predictions file not found"):
         report.read_predictions(tmp_path / "missing.csv")
 
@@ -117,18 +121,23 @@ def test_input_file_stays_inside_the_input_folder(scored: dict) -> None:
         report.input_file(folder, "../predictions.parquet")
 
 
-def test_display_image_shows_files_as_they_look(scored: dict, tmp_path: Path) -> None:
-    on_paper = report.display_image(scored["folder"] / "digit-000.png")  # index 0: inverted
-    assert on_paper.shape == (56, 56) and on_paper.dtype == np.uint8
-    assert np.median(on_paper) > 200  # white paper stays white
-    photo = tmp_path / "photo.jpg"
-    Image.new("RGB", (400, 300), (200, 30, 30)).save(photo)
-    assert report.display_image(photo).shape == (84, 112)  # shrunk to fit, aspect kept
-    transparent = tmp_path / "alpha.png"
-    Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(transparent)
-    assert report.display_image(transparent).min() == 255  # transparency is paper, not ink
-    with pytest.raises(DataFileError, match="too large to show"):
-        report.display_image(scored["folder"] / "digit-000.png", max_pixels=1000)
+def test_least_confident_images_as_the_network_saw_them(scored: dict, tmp_path: Path) -> None:
+    pixels, captions = report.least_confident_images(scored["table"], scored["folder"], 5)
+    assert pixels.shape == (5, 28, 28) and pixels.dtype == np.uint8
+    assert all(pixels[i].max() > 200 and pixels[i, 0, 0] == 0 for i in range(5))  # ink bright
+    chosen = report.least_confident(scored["table"], 5).to_pylist()
+    first = chosen[0]
+    assert captions[0] == (
+        f"said {first['label']}, {first['confidence']:.0%}\n{Path(first['path']).name}"
+    )
+    # A file gone since scoring, or a path leading out of the folder: a blank tile, never a crash.
+    moved = tmp_path / "moved"
+    shutil.copytree(scored["folder"], moved)
+    (moved / first["path"]).unlink()
+    outside = scored["table"].set_column(0, "path", pa.array(["../../etc/passwd"] * (IMAGES + 1)))
+    for table, folder in ((scored["table"], moved), (outside, scored["folder"])):
+        pixels, captions = report.least_confident_images(table, folder, 5)
+        assert "(cannot read)" in captions[0] and pixels[0].max() == 0
 
 
 def test_predictions_page_inlines_every_figure(scored: dict, tmp_path: Path) -> None:
@@ -138,7 +147,8 @@ def test_predictions_page_inlines_every_figure(scored: dict, tmp_path: Path) -> 
     assert [image.size for image in images] == expected
     assert "<th>scored</th><td>120</td>" in page
     assert "<th>failed</th><td>1</td>" in page
-    assert "cannot identify image file" in page
+    reason = scored["table"]["error"][-1].as_py()
+    assert f"<tr><th>{html.escape(reason)}</th><td>1</td></tr>" in page
     assert 'src="data:' in page and 'src="http' not in page and "file://" not in page
 
 
