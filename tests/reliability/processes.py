@@ -1,0 +1,157 @@
+"""Real processes for the reliability suite: the `digitflow` console script and `python -m` entry
+points, started, watched and killed (SIGKILL, nothing gentler) the way a crash would.
+
+    done = digitflow("models", "show", "v9", env=cli_env(home, api))
+    assert_one_line_error(done, "no published version v9")
+    process = start([*DIGITFLOW, "train", ...], env)
+    wait_until(lambda: checkpoint_epochs(path) >= 2, process)
+    kill(process)                        # SIGKILL to the process itself, not its group
+    assert wait_gone(descendants)        # ...and what it started must not outlive it
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DIGITFLOW = [str(Path(sys.executable).parent / "digitflow")]
+TIMEOUT = 600  # seconds: only a hung process gets near this
+
+
+def cli_env(home: Path, api_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a CLI run: its own data directory, the given Prefect API (None: the
+    CLI starts its embedded server), no Hub access."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"DIGITFLOW_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env | extra
+
+
+def digitflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the console script to the end."""
+    return subprocess.run(
+        [*DIGITFLOW, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def digitflow_all(
+    commands: Sequence[Sequence[str]], env: dict[str, str] | Sequence[dict[str, str]]
+) -> list[subprocess.CompletedProcess]:
+    """Run several console-script commands at once (independent cases: the waits overlap)."""
+    envs = [env] * len(commands) if isinstance(env, dict) else list(env)
+    running = [
+        (args, start([*DIGITFLOW, *args], e)) for args, e in zip(commands, envs, strict=True)
+    ]
+    results = []
+    for args, process in running:
+        out, err = process.communicate(timeout=TIMEOUT)
+        results.append(subprocess.CompletedProcess(args, process.returncode, out, err))
+    return results
+
+
+def start(command: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a process (stdout and stderr captured as text)."""
+    return subprocess.Popen(
+        list(command),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line of `python -m module args` (run from the repository root)."""
+    return [sys.executable, "-m", module, *args]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A user-facing failure: non-zero exit, no traceback, exactly one line on stderr, in the
+    CLI's "digitflow: error: ..." form, containing every fragment. Returns that line."""
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode != 0, shown
+    assert "Traceback" not in result.stderr + result.stdout, shown
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("digitflow: error: "), shown
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in the error line\n{shown}"
+    return lines[0]
+
+
+def wait_until(
+    condition: Callable[[], bool], process: subprocess.Popen, what: str, limit: float = 300
+) -> None:
+    """Poll `condition` every 10 ms while `process` runs; fail if it exits or `limit` passes."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"exited {process.returncode} before {what}\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            kill(process)
+            raise AssertionError(f"no {what} within {limit:.0f} s")
+        time.sleep(0.01)
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL the process itself (not its group, as the kernel's OOM killer would) and reap it."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children, their children...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # The command name may hold spaces and parentheses: the fields follow the last ')'.
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, pending = set(), [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.add(child)
+            pending.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "(gone)"
+
+
+def still_running(pids: set[int], grace: float = 30.0) -> dict[int, str]:
+    """The processes of `pids` still alive after up to `grace` seconds, with their command lines
+    (SIGKILLed here so that a failing test leaves nothing behind)."""
+    deadline = time.monotonic() + grace
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {pid: command_line(pid) for pid in pids if alive(pid)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
