@@ -1,10 +1,11 @@
-"""`digitflow serve`: scheduled training through a real local Prefect server.
+"""`digitflow serve` and prefect.yaml: scheduled runs through a real local Prefect server.
 
 The fast tests run the real command without a reachable server and expect a clear one-line
-error that says how to start one. The slow test starts `prefect server start` on a free port with
-its own PREFECT_HOME, serves the training flow every few seconds on a small real MNIST subset,
-waits for a scheduled run to complete and publish a verifiable version, then stops the command
-with SIGTERM and expects a clean exit with the schedule paused.
+error that says how to start one. The slow tests share one `prefect server start` (a free port,
+its own PREFECT_HOME): `digitflow serve` trains every few seconds on a small real MNIST subset
+and scores an inbox folder, until a scheduled run of each completed and a verifiable version is
+published; SIGTERM then stops it with exit 0 and the schedules paused. And prefect.yaml deploys
+both flows for a process and a docker pool; a process worker runs the training deployment.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.registry import list_versions, load_published
+from flows.run_config import resolve_run_config
 from flows.serve import server_problem
 from tests.conftest import TEST_FILE
 
 BIN = Path(sys.executable).parent
+PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 TRAINING = "mnist-training/scheduled"
 INBOX = "batch-predict/inbox"
 
@@ -131,39 +134,56 @@ def write_inbox(small_mnist_dir: Path, folder: Path, count: int) -> None:
         (folder / f"{index:03d}-{row['label']}.png").write_bytes(row["image"]["bytes"])
 
 
-@pytest.mark.slow
-def test_serve_trains_on_schedule_and_stops_cleanly(small_mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` (SQLite in its own PREFECT_HOME) on a free local port."""
+    home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = cli_env(tmp_path, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    server_log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-    )
-    serving = None
-    try:
-        wait_for("the Prefect server", lambda: server_problem(url) is None, 180, server)
-        check = serve(tmp_path, "--check", PREFECT_API_URL=url)
-        assert check.returncode == 0, check.stderr
-        config = tmp_path / "train.toml"
-        config.write_text(
-            f'[data]\nsource = "{small_mnist_dir}"\ntrain_rows = 0\ntest_rows = 0\n'
-            "[network]\nhidden = [32]\n[training]\nepochs = 1\n[publish]\nmin_accuracy = 0.3\n"
-        )
-        write_inbox(small_mnist_dir, tmp_path / "inbox", 20)
-        registry = tmp_path / "models"
-        command = ["serve", "--interval", "5", "--config", str(config), "--registry", str(registry)]
-        serving = subprocess.Popen(
-            [str(BIN / "digitflow"), *command, "--inbox", "inbox"],
-            cwd=tmp_path,
-            env=env | {"PREFECT_API_URL": url, "DIGITFLOW_HOME": str(tmp_path / "data")},
-            stdout=subprocess.PIPE,
+    with (home / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=cli_env(home, PREFECT_SERVER_ANALYTICS_ENABLED="false"),
+            stdout=log,
             stderr=subprocess.STDOUT,
-            text=True,
         )
+        try:
+            wait_for("the Prefect server", lambda: server_problem(url) is None, 180, server)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def small_training_config(small_mnist_dir: Path, path: Path) -> Path:
+    """A TOML training configuration for the small subset: one epoch of a 32-unit network."""
+    path.write_text(
+        f'[data]\nsource = "{small_mnist_dir}"\ntrain_rows = 0\ntest_rows = 0\n'
+        "[network]\nhidden = [32]\n[training]\nepochs = 1\n[publish]\nmin_accuracy = 0.3\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_serve_trains_on_schedule_and_stops_cleanly(
+    prefect_server: str, small_mnist_dir: Path, tmp_path: Path
+) -> None:
+    url = prefect_server
+    check = serve(tmp_path, "--check", PREFECT_API_URL=url)
+    assert check.returncode == 0, check.stderr
+    config = small_training_config(small_mnist_dir, tmp_path / "train.toml")
+    write_inbox(small_mnist_dir, tmp_path / "inbox", 20)
+    registry = tmp_path / "models"
+    command = ["serve", "--interval", "5", "--config", str(config), "--registry", str(registry)]
+    serving = subprocess.Popen(
+        [str(BIN / "digitflow"), *command, "--inbox", "inbox"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path, PREFECT_API_URL=url, DIGITFLOW_HOME=str(tmp_path / "data")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
         runs = wait_for(
             "a scheduled training run to complete",
             lambda: completed_scheduled_runs(url, TRAINING),
@@ -176,14 +196,16 @@ def test_serve_trains_on_schedule_and_stops_cleanly(small_mnist_dir: Path, tmp_p
 
         # The inbox is scored on the same schedule, with a version that training published.
         wait_for(
-            "a scheduled inbox run to complete", lambda: completed_scheduled_runs(url, INBOX), 300
+            "a scheduled inbox run to complete",
+            lambda: completed_scheduled_runs(url, INBOX),
+            300,
+            serving,
         )
         predictions = pq.read_table(tmp_path / "data" / "predictions" / "inbox.parquet")
         assert predictions.num_rows == 20
         assert predictions.column("error").null_count == 20
-        assert set(predictions.column("model_version").to_pylist()) <= set(
-            list_versions(str(registry))
-        )
+        versions = set(predictions.column("model_version").to_pylist())
+        assert versions <= set(list_versions(str(registry)))
 
         serving.send_signal(signal.SIGTERM)
         output, _ = serving.communicate(timeout=120)
@@ -194,9 +216,49 @@ def test_serve_trains_on_schedule_and_stops_cleanly(small_mnist_dir: Path, tmp_p
             deployment = api(url, f"/deployments/name/{name}")
             assert deployment["paused"], deployment
     finally:
-        if serving and serving.poll() is None:
+        if serving.poll() is None:
             serving.kill()
             serving.communicate()
-        server.terminate()
-        server.wait(timeout=60)
-        server_log.close()
+
+
+def prefect_cli(url: str, cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "prefect"), *args],
+        cwd=cwd,
+        env=cli_env(cwd, PREFECT_API_URL=url, DIGITFLOW_HOME=str(cwd / "data")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_both_flows_for_workers(
+    prefect_server: str, small_mnist_dir: Path, tmp_path: Path
+) -> None:
+    url = prefect_server
+    prefect_cli(url, tmp_path, "work-pool", "create", "digitflow", "--type", "process")
+    prefect_cli(url, tmp_path, "work-pool", "create", "digitflow-docker", "--type", "docker")
+    prefect_cli(
+        url, tmp_path, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)
+    )
+    deployed = {
+        "mnist-training/nightly": "flows.training.training_flow",
+        "mnist-training/nightly-docker": "flows.training.training_flow",
+        "batch-predict/inbox": "flows.predict.predict_flow",
+        "batch-predict/inbox-docker": "flows.predict.predict_flow",
+    }
+    for name, entrypoint in deployed.items():
+        assert api(url, f"/deployments/name/{name}")["entrypoint"] == entrypoint
+    docker = api(url, "/deployments/name/mnist-training/nightly-docker")
+    assert docker["job_variables"]["image"] == "digitflow:local"
+
+    # A process worker runs the training deployment on the small subset and publishes.
+    config = small_training_config(small_mnist_dir, tmp_path / "train.toml")
+    run = resolve_run_config({"registry": str(tmp_path / "models")}, config)
+    params = json.dumps(run.flow_parameters())
+    prefect_cli(url, tmp_path, "deployment", "run", "mnist-training/nightly", "--params", params)
+    prefect_cli(url, tmp_path, "worker", "start", "--pool", "digitflow", "--run-once")
+    assert load_published(str(tmp_path / "models")).version == "v1"
