@@ -1,7 +1,9 @@
 """`digitflow predict INPUT`: score a folder of digit images with a published version.
 
-Prefect is imported only inside the command, after flows.settings.configure_prefect (see
-flows/cli.py); the flow itself is flows/predict.py.
+The arguments are checked first (a missing folder or an unknown output format fails at once);
+then Prefect's embedded server, the worker processes and the imports all start up together.
+Prefect is imported only after flows.settings.configure_prefect (see flows/cli.py); the flow
+itself is flows/predict.py.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any
 import click
 from PIL import Image
 
+from flows import console
+from flows.predict_pool import worker_pool
+from flows.predict_sources import check_arguments, default_workers
+from flows.prefect_server import EmbeddedServer, use_api
 from flows.settings import configure_prefect, quiet_console
 from netcore.batch import DEFAULT_SHARD_SIZE
 from netcore.images import DEFAULT_MAX_PIXELS
@@ -85,28 +91,31 @@ def predict(
     """Score every image under INPUT (a folder, recursively, or an fsspec URL)."""
     if dask_address and task_runner != "dask":
         raise click.UsageError("--dask-address needs --task-runner dask")
-    configure_prefect(verbose)
-    from flows import console
-    from flows.cli import _run_flow
-    from flows.predict import check_arguments, default_workers, predict_flow
-
     try:
-        check_arguments(input, options["output"])
+        check_arguments(input, options["output"])  # before anything starts
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--output'") from None
     workers = workers or default_workers()
-    if task_runner == "thread" and workers > 1:
-        from flows.predict_pool import worker_pool
+    configure_prefect(verbose)
+    server = EmbeddedServer.start_unless_configured()  # starts up while we import
+    try:
+        if task_runner == "thread" and workers > 1:
+            worker_pool(workers)  # the workers start up while Prefect does too
+        from flows.predict import predict_flow  # imports Prefect: after configure_prefect
 
-        worker_pool(workers)  # the workers start up while Prefect does
+        runner = _task_runner(task_runner, workers, dask_address)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     if not verbose:
         quiet_console()
     console.enable()
-    flow = predict_flow.with_options(task_runner=_task_runner(task_runner, workers, dask_address))
-    summary = _run_flow(
-        flow,
-        {"input": input, "workers": workers, "worker_processes": task_runner == "thread"} | options,
-    )
+    from flows.cli import _run_flow
+
+    parameters = {"input": input, "workers": workers, "worker_processes": task_runner == "thread"}
+    with use_api(server):
+        summary = _run_flow(predict_flow.with_options(task_runner=runner), parameters | options)
     if as_json:
         click.echo(json.dumps(summary))
         return

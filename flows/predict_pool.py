@@ -35,13 +35,13 @@ def _ready() -> None:
     pyarrow.array([0])
 
 
-def _quiet() -> None:
+def quiet_pillow() -> None:
+    """netcore.images refuses oversized images itself (a configurable limit, with a clear row);
+    Pillow's own warning about them would only repeat that on stderr."""
     import warnings
 
     from PIL import Image
 
-    # netcore.images refuses oversized images itself (a configurable limit, with a clear row);
-    # Pillow's own warning about them would only repeat that on stderr.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
@@ -52,7 +52,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
         pool = _pools.get(workers)
         if pool is None or getattr(pool, "_broken", False):
             pool = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_pillow
             )
             saved = {name: os.environ.get(name) for name in ONE_THREAD}
             os.environ.update(ONE_THREAD)
