@@ -166,7 +166,7 @@ def _run_flow(flow: Any, parameters: dict[str, Any]) -> Any:
 # ---- Command registration: one import and one add_command line per command. -----------------
 from flows.models_cli import models  # noqa: E402
 from flows.predict_cli import predict  # noqa: E402
-from flows.report import report  # noqa: E402
+from flows.report_cli import report  # noqa: E402
 from flows.serve import serve_command  # noqa: E402
 
 main.add_command(models)

@@ -9,6 +9,8 @@ The version page verifies the version's checksums, then shows its metrics and th
 published with (training curves, confusion matrix, confident mistakes, first-layer weights). The
 predictions page shows a class histogram, a confidence histogram and the least confident images
 as the network saw them (read again from the --input folder, through netcore.images).
+`write_report(output, spec, predictions, input_dir)` does either from Python; the command is in
+flows/report_cli.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import click
 import fsspec
 import numpy as np
 import pyarrow as pa
@@ -31,7 +32,6 @@ from flows import figures
 from flows.files import write_atomic
 from flows.inline import Figure, Table, html_page
 from flows.registry import METRICS_FILE, RegistryError, resolve, split_spec, verify
-from flows.settings import default_registry
 from netcore.errors import DataFileError
 from netcore.images import load_digits
 from netcore.predictions import SCHEMA
@@ -201,54 +201,16 @@ def version_page(folder: Path, location: str, manifest: dict[str, Any]) -> str:
     return html_page(f"digitflow MNIST model {version}", subtitle, tables, items)
 
 
-@click.command(
-    "report",
-    epilog="""\b
-Examples:
-  digitflow report                      # the latest version -> report.html
-  digitflow report v3 --output v3.html
-  digitflow report --predictions predictions.parquet --input scans/ --output scans.html""",
-)
-@click.argument("version", required=False)
-@click.option("--registry", help="Model registry: folder or fsspec URL. [DIGITFLOW_HOME/models]")
-@click.option(
-    "--predictions",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Report on this batch-predict output (.parquet, .csv or .jsonl) instead.",
-)
-@click.option(
-    "--input",
-    "input_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="With --predictions: the folder that was scored, to show the least confident images.",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("report.html"),
-    show_default=True,
-    help="Where to write the HTML page.",
-)
-def report(
-    version: str | None,
-    registry: str | None,
-    predictions: Path | None,
-    input_dir: Path | None,
-    output: Path,
-) -> None:
-    """Write one self-contained HTML page (images inlined) about a published VERSION (latest,
-    v3 or 3; default latest) or, with --predictions, about batch-predict output."""
-    if predictions is not None and (version or registry):
-        raise click.UsageError("give either a VERSION (and --registry) or --predictions")
-    if input_dir is not None and predictions is None:
-        raise click.UsageError("--input goes with --predictions")
+def write_report(
+    output: Path, spec: str, predictions: Path | None = None, input_dir: Path | None = None
+) -> str:
+    """Write the page for `predictions` (with images from `input_dir`) or, without them, for the
+    version `spec` ("REGISTRY[@VERSION]"), to `output` atomically; returns the page."""
     with tempfile.TemporaryDirectory(prefix="digitflow-report-") as work:
         if predictions is not None:
             page = predictions_page(predictions, input_dir, Path(work))
         else:
-            spec = f"{registry or default_registry()}@{version or 'latest'}"
             location, manifest = fetch_version(spec, Path(work))
             page = version_page(Path(work), location, manifest)
     write_atomic(output, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    click.echo(f"wrote {output} ({len(page) / 1e6:.1f} MB; open it in a browser)")
+    return page

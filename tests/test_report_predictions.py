@@ -192,3 +192,13 @@ def test_cli_refuses_a_bad_predictions_file_in_one_line(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert "bad.parquet" in result.stderr
     assert not (tmp_path / "report.html").exists()
+
+
+def test_cli_refuses_mixed_options(scored: dict, tmp_path: Path) -> None:
+    for args, message in (
+        (("v1", "--predictions", str(scored["predictions"])), "either a VERSION"),
+        (("--input", str(scored["folder"])), "--input goes with --predictions"),
+    ):
+        result = run_cli("report", *args, cwd=tmp_path)
+        assert result.returncode == 2
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
