@@ -59,7 +59,7 @@ bench: $(VENV)/.bench-installed
 	for b in $(BENCHMARKS); do \
 		env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
 			DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} \
-			$(BIN)/python -m bench.$$b || exit 1; \
+			$(BIN)/python -m bench.$$b $(ARGS) || exit 1; \
 	done
 
 # Scheduling needs a Prefect server (the embedded one cannot schedule): SQLite in Prefect's home.
