@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,9 @@ from flows.serve import server_problem
 from tests.conftest import TEST_FILE
 
 BIN = Path(sys.executable).parent
-PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+REPO = Path(__file__).resolve().parent.parent
+PREFECT_YAML = REPO / "prefect.yaml"
+TEXT = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
 TRAINING = "mnist-training/scheduled"
 INBOX = "batch-predict/inbox"
 
@@ -134,16 +137,24 @@ def write_inbox(small_mnist_dir: Path, folder: Path, count: int) -> None:
         (folder / f"{index:03d}-{row['label']}.png").write_bytes(row["image"]["bytes"])
 
 
+def make(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """A target of the project's Makefile, as the README shows it, in its own process group."""
+    command = ["make", "--no-print-directory", "--silent", "-C", str(REPO), *args]
+    return subprocess.Popen(command, env=env, start_new_session=True, **popen)
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `prefect server start` (SQLite in its own PREFECT_HOME) on a free local port."""
+    """`make server` (a real `prefect server start`, SQLite in its own PREFECT_HOME) on a free
+    local port."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     with (home / "server.log").open("w") as log:
-        server = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=cli_env(home, PREFECT_SERVER_ANALYTICS_ENABLED="false"),
+        server = make(
+            "server",
+            f"PREFECT_PORT={port}",
+            env=cli_env(home),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -151,7 +162,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             wait_for("the Prefect server", lambda: server_problem(url) is None, 180, server)
             yield url
         finally:
-            server.terminate()
+            os.killpg(server.pid, signal.SIGTERM)  # make and the server it started
             server.wait(timeout=60)
 
 
@@ -169,8 +180,11 @@ def test_serve_trains_on_schedule_and_stops_cleanly(
     prefect_server: str, small_mnist_dir: Path, tmp_path: Path
 ) -> None:
     url = prefect_server
-    check = serve(tmp_path, "--check", PREFECT_API_URL=url)
-    assert check.returncode == 0, check.stderr
+    port = urllib.parse.urlsplit(url).port
+    check = make("serve", "ARGS=--check", f"PREFECT_PORT={port}", env=cli_env(tmp_path), **TEXT)
+    output, _ = check.communicate(timeout=120)
+    assert check.returncode == 0, output
+    assert f"Prefect server at {url} answers" in output
     config = small_training_config(small_mnist_dir, tmp_path / "train.toml")
     write_inbox(small_mnist_dir, tmp_path / "inbox", 20)
     registry = tmp_path / "models"
@@ -179,9 +193,7 @@ def test_serve_trains_on_schedule_and_stops_cleanly(
         [str(BIN / "digitflow"), *command, "--inbox", "inbox"],
         cwd=tmp_path,
         env=cli_env(tmp_path, PREFECT_API_URL=url, DIGITFLOW_HOME=str(tmp_path / "data")),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        **TEXT,
     )
     try:
         runs = wait_for(
