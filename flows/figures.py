@@ -57,7 +57,7 @@ def _save(figure: Figure, path: str | Path) -> Path:
     rendered = io.BytesIO()
     # No bbox_inches="tight": it would change the pixel size from one figure to the next.
     figure.savefig(rendered, format="png", dpi=DPI)
-    # A 256-colour palette looks the same for these plots and makes the files 3-8 times smaller,
+    # A 256-colour palette looks the same for these plots and makes the files 2-3 times smaller,
     # which matters because pages and Prefect artifacts carry them inline, base64-encoded.
     with Image.open(rendered) as image:
         palette = image.convert("RGB").quantize(
