@@ -1,0 +1,88 @@
+"""What the batch-prediction benchmarks share: a folder of real MNIST PNG files, a published
+model to score them with, and running `digitflow predict` as a user would.
+
+The files are the Hub's own PNG bytes of the 10,000 MNIST test images (DIGITFLOW_MNIST_SOURCE),
+written under /tmp once and reused; nothing here is ever written into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from flows.registry import list_versions, publish
+from netcore.config import NetworkConfig
+from netcore.network import Network
+from netcore.weights import save_model
+
+WORKSPACE = Path(tempfile.gettempdir()) / "digitflow-bench"
+DIGITFLOW = str(Path(sys.executable).parent / "digitflow")
+TEST_FILE = "test-00000-of-00001.parquet"
+
+
+def mnist_test_pngs() -> list[bytes]:
+    """The PNG bytes of the 10,000 MNIST test images, as the Hub ships them."""
+    source = os.environ.get("DIGITFLOW_MNIST_SOURCE")
+    if not source or not (Path(source) / TEST_FILE).is_file():
+        sys.exit(f"set DIGITFLOW_MNIST_SOURCE to the MNIST Parquet folder (got {source!r})")
+    table = pq.read_table(Path(source) / TEST_FILE, columns=["image"])
+    return table.column("image").combine_chunks().field("bytes").to_pylist()
+
+
+def write_folder(folder: Path, count: int, per_subfolder: int = 10_000) -> Path:
+    """`count` PNG files (the MNIST test images, repeated) in subfolders of `per_subfolder`;
+    written once: a complete folder is reused."""
+    done = folder / ".complete"
+    if done.is_file() and done.read_text() == str(count):
+        return folder
+    pngs = mnist_test_pngs()
+    for index in range(count):
+        sub = folder / f"part-{index // per_subfolder:03d}"
+        if index % per_subfolder == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{index:07d}.png").write_bytes(pngs[index % len(pngs)])
+    done.write_text(str(count))
+    return folder
+
+
+def bench_registry() -> str:
+    """A registry with one version: an untrained network (scoring costs the same as a trained
+    one's: the same layers, the same arithmetic)."""
+    registry = WORKSPACE / "models"
+    if not list_versions(str(registry)):
+        payload = WORKSPACE / "payload"
+        save_model(Network(NetworkConfig(), np.random.default_rng(0)), payload)
+        publish(str(registry), payload, lambda version: {}, {"note": "benchmark model"})
+    return str(registry)
+
+
+def predict_env() -> dict[str, str]:
+    """A Prefect home of the benchmark's own (its embedded server's database), quiet."""
+    return os.environ | {
+        "PREFECT_HOME": str(WORKSPACE / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def run_predict(folder: Path, output: Path, *options: str) -> tuple[dict, float]:
+    """`digitflow predict FOLDER --json` in a subprocess: (its summary, wall seconds)."""
+    command = [DIGITFLOW, "predict", str(folder), "--model", bench_registry()]
+    command += ["--output", str(output), "--json", *options]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=predict_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"digitflow predict failed: {done.stderr.strip()}")
+    return json.loads(done.stdout), wall
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
