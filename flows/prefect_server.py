@@ -19,21 +19,24 @@ used instead and the embedded one is never started, or stopped unused.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from netcore.errors import NetcoreError
 
 STARTUP_TIMEOUT_SECONDS = 120.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class PrefectServerError(NetcoreError):
@@ -44,6 +47,24 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """On Linux, a function for Popen's preexec_fn that has the kernel send the server SIGTERM
+    when this process dies, even by SIGKILL: nothing else could stop it then, and it would run
+    on for good, holding its port and database (tests/reliability/test_orphans.py). The kernel
+    ties the signal to the thread that starts the server: the CLI's main thread, so the process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 class EmbeddedServer:
@@ -80,6 +101,7 @@ class EmbeddedServer:
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=_stop_with_parent(),
         )
 
     @classmethod
