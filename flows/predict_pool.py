@@ -45,6 +45,20 @@ def quiet_pillow() -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+def _exit_with_parent() -> None:
+    """Exit when the process that started this worker dies, even by SIGKILL, which gives the pool
+    no chance to stop its workers: they would run on for good (tests/reliability/test_orphans.py).
+    The parent's sentinel (a pipe multiprocessing keeps open) reads as ready once it is gone."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+
+
+def _start_worker() -> None:
+    quiet_pillow()
+    _exit_with_parent()
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of `workers` processes, all started; the same one for every call with `workers`
     (a pool broken by a killed worker is replaced)."""
@@ -52,7 +66,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
         pool = _pools.get(workers)
         if pool is None or getattr(pool, "_broken", False):
             pool = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_pillow
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
             )
             saved = {name: os.environ.get(name) for name in ONE_THREAD}
             os.environ.update(ONE_THREAD)
