@@ -183,6 +183,8 @@ def _mnist_stack(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.zeros((n, SIDE, SIDE), np.uint8)
     # A box already 20 long needs no resampling: centre the image as it is (MNIST's own case).
     fits = (np.maximum(height, width) == BOX) & ~blank
+    if fits.all():
+        return _centred(ink, row_mass, col_mass), blank
     pixels[fits] = _centred(ink[fits], row_mass[fits], col_mass[fits])
     for i in np.flatnonzero(~fits & ~blank):
         box = _fit_box(ink[i, top[i] : top[i] + height[i], left[i] : left[i] + width[i]])[None]
@@ -259,12 +261,15 @@ def _centred(stack: np.ndarray, row_mass: np.ndarray, col_mass: np.ndarray) -> n
     mass = np.maximum(row_mass.sum(axis=1), 1)
     com_rows = row_mass @ np.arange(h, dtype=np.float32) / mass
     com_cols = col_mass @ np.arange(w, dtype=np.float32) / mass
-    shifts = np.stack([np.rint(CENTRE - com_rows), np.rint(CENTRE - com_cols)], axis=1)
+    shift_rows = np.rint(CENTRE - com_rows).astype(np.int64)
+    shift_cols = np.rint(CENTRE - com_cols).astype(np.int64)
     framed = np.zeros((n, SIDE, SIDE), np.uint8)
     # Images with the same shift are copied together: a few slices instead of a gather.
-    unique, group = np.unique(shifts.astype(np.int64), axis=0, return_inverse=True)
-    for number, (dy, dx) in enumerate(unique):
-        members = np.flatnonzero(group.ravel() == number)
+    key = shift_rows * (2 * (w + SIDE)) + shift_cols
+    order = np.argsort(key, kind="stable")
+    _, starts = np.unique(key[order], return_index=True)
+    for members in np.split(order, starts[1:]):
+        dy, dx = int(shift_rows[members[0]]), int(shift_cols[members[0]])
         r0, r1, c0, c1 = max(0, dy), min(SIDE, h + dy), max(0, dx), min(SIDE, w + dx)
         if r0 < r1 and c0 < c1:
             framed[members, r0:r1, c0:c1] = stack[members, r0 - dy : r1 - dy, c0 - dx : c1 - dx]
