@@ -268,7 +268,7 @@ def _centred(stack: np.ndarray, row_mass: np.ndarray, col_mass: np.ndarray) -> n
     key = shift_rows * (2 * (w + SIDE)) + shift_cols
     order = np.argsort(key, kind="stable")
     _, starts = np.unique(key[order], return_index=True)
-    for members in np.split(order, starts[1:]):
+    for members in np.split(order, starts[1:]) if n else []:
         dy, dx = int(shift_rows[members[0]]), int(shift_cols[members[0]])
         r0, r1, c0, c1 = max(0, dy), min(SIDE, h + dy), max(0, dx), min(SIDE, w + dx)
         if r0 < r1 and c0 < c1:
