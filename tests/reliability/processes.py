@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DIGITFLOW = [str(Path(sys.executable).parent / "digitflow")]
 TIMEOUT = 600  # seconds: only a hung process gets near this
+GRACE = 30.0  # seconds for the processes a killed command started to notice and exit
 
 
 def cli_env(home: Path, api_url: str | None, **extra: str) -> dict[str, str]:
@@ -57,8 +58,8 @@ def digitflow_all(
     return results
 
 
-def start(command: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start a process (stdout and stderr captured as text)."""
+def start(command: Sequence[str], env: dict[str, str] | None) -> subprocess.Popen:
+    """Start a process (stdout and stderr captured as text; env None: this one's)."""
     return subprocess.Popen(
         list(command),
         env=env,
@@ -102,11 +103,22 @@ def wait_until(
         time.sleep(0.01)
 
 
-def kill(process: subprocess.Popen) -> None:
-    """SIGKILL the process itself (not its group, as the kernel's OOM killer would) and reap it."""
+def kill(process: subprocess.Popen) -> tuple[str, str]:
+    """SIGKILL the process itself (not its group, as the kernel's OOM killer would) and reap it;
+    returns what it wrote to stdout and stderr until then.
+
+    Fails if its output stays open: a process it started outlives it, holding the pipes (that
+    process is killed here, so a failing test leaves nothing behind)."""
+    children = descendants(process.pid)
     if process.poll() is None:
         os.kill(process.pid, signal.SIGKILL)
-    process.communicate()
+    process.wait()
+    try:
+        return process.communicate(timeout=GRACE)
+    except subprocess.TimeoutExpired:
+        left = still_running(children, grace=0)
+        process.communicate()
+        raise AssertionError(f"killed, but these processes it started live on: {left}") from None
 
 
 def descendants(pid: int) -> set[int]:
@@ -145,7 +157,7 @@ def command_line(pid: int) -> str:
         return "(gone)"
 
 
-def still_running(pids: set[int], grace: float = 30.0) -> dict[int, str]:
+def still_running(pids: set[int], grace: float = GRACE) -> dict[int, str]:
     """The processes of `pids` still alive after up to `grace` seconds, with their command lines
     (SIGKILLed here so that a failing test leaves nothing behind)."""
     deadline = time.monotonic() + grace
