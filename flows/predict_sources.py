@@ -9,6 +9,7 @@ No Prefect here, so `digitflow predict` checks its arguments before Prefect even
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -84,11 +85,25 @@ def default_output(location: str) -> Path:
 
 def check_arguments(input: str, output: str | None) -> tuple[Source, Path]:
     """The image source and the output path, or a PredictError / ValueError saying what is
-    wrong with them (before any work is done)."""
+    wrong with them (before any work is done). A missing output folder is created."""
     source = image_source(input)
     output_path = Path(output) if output else default_output(input)
     output_format(output_path)
+    check_writable(output_path.parent)
     return source, output_path
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if it is missing and write (and remove) a file in it, as the output and
+    its work folder will be written there; a PredictError says why that fails."""
+    if folder.exists() and not folder.is_dir():
+        raise PredictError(f"{folder}: is a file, not a folder for the output")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PredictError(f"{folder}: cannot write the output there ({reason})") from None
 
 
 def shards(paths: Iterable[str], size: int, done: set[str]) -> Iterator[tuple[str, ...]]:
