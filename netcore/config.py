@@ -82,9 +82,9 @@ class TrainConfig:
     # from the original or one of its copies (0 turns it off; each copy costs ~1.3 s and 47 MB).
     augment_distortions: int = 3
     # Largest rotation (degrees), relative zoom and horizontal shear factor, either way.
-    distortion_degrees: float = 10.0
-    distortion_scale: float = 0.1
-    distortion_shear: float = 0.2
+    distortion_degrees: float = 15.0
+    distortion_scale: float = 0.15
+    distortion_shear: float = 0.3
     # Fraction of the training set held out for validation (0 = none; no early stopping then).
     validation_fraction: float = 0.0
     # Stop after this many epochs without a better validation accuracy (0 = never stop early);
