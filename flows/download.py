@@ -115,6 +115,22 @@ def check_hub_reachable(source: str, timeout: float = HUB_PROBE_SECONDS) -> None
         ) from None
 
 
+def check_source_files(files: dict[str, list[str]]) -> None:
+    """Read each Parquet file of a folder or URL source and check its columns, so that a damaged
+    or wrong file is refused in one line naming it (datasets reports a truncated or corrupt file
+    in many lines, or as "An error occurred while generating the dataset", without the file)."""
+    import fsspec
+
+    for paths in files.values():
+        for path in paths:
+            try:
+                with fsspec.open(path, "rb") as f:
+                    schema = pq.read_table(f).schema
+            except (OSError, pa.ArrowException) as error:
+                raise DataFileError(path, f"cannot read as Parquet ({error})") from None
+            check_schema(path, schema)
+
+
 def load_splits(source: str, revision: str | None) -> Any:
     """The source as a datasets.DatasetDict with 'train' and 'test' splits."""
     kind = source_kind(source)
@@ -122,13 +138,16 @@ def load_splits(source: str, revision: str | None) -> Any:
         raise DownloadError(f"--revision only applies to Hub datasets, not to {source}")
     if kind == "hub":
         check_hub_reachable(source)
+    else:
+        files = split_files(source)
+        check_source_files(files)
     import datasets
 
     try:
         if kind == "hub":
             splits = datasets.load_dataset(source, revision=revision)
         else:
-            splits = datasets.load_dataset("parquet", data_files=split_files(source))
+            splits = datasets.load_dataset("parquet", data_files=files)
     except DownloadError:
         raise
     except Exception as error:  # datasets raises many types; each becomes one clear line
