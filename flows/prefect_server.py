@@ -102,6 +102,9 @@ class EmbeddedServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_stop_with_parent(),
+            # Its own session: Ctrl-C in the terminal interrupts the flow, not the server that
+            # the interrupted flow still reports its end to (use_api stops it afterwards).
+            start_new_session=True,
         )
 
     @classmethod
