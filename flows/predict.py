@@ -4,23 +4,28 @@ version, one output row per file (`digitflow predict`, flows/predict_cli.py).
     summary = predict_flow("scans/", model="data/models@v3", output="out/scans.parquet")
 
 1. The folder is listed lazily (netcore.scan; fsspec's walk for URLs) and cut into shards of
-   `shard_size` files; at most 2 x `workers` shards are in flight, so memory depends on the shard
-   size, not on the folder's size.
-2. Each shard is one Prefect task (netcore.batch.score_shard): decode + normalize + score, then
-   one Parquet part file in `<output>.parts/`, written atomically. With the default thread task
-   runner the task hands the shard to a worker process (flows/predict_pool.py: Pillow holds the
-   GIL); with `--task-runner dask` the task itself runs on a Dask worker.
-3. The parts are merged into the output (atomic rename); with `resume=True` a rerun after a crash
-   or kill scores only the files no part holds yet.
+   `shard_size` files, one round of `workers` shards at a time (the last round cut evenly); at
+   most 2 x `workers` shards are in flight, so memory depends on the shard size, not on the
+   folder's size.
+2. Each shard is one Prefect task (netcore.batch.score_shard), given paths only: its list of
+   files is a JSON file in `<output>.parts/`, next to which it writes its rows as a Parquet part
+   (atomically). With the default thread task runner the task hands the shard to a worker
+   process (flows/predict_pool.py: Pillow holds the GIL); with `--task-runner dask` the task
+   itself runs on a Dask worker.
+3. Each finished part is appended to the output at once, while the other shards run; the output
+   appears (atomic rename) when all are in. With `resume=True` a rerun after a crash or kill
+   scores only the files no part holds yet.
 4. A summary (scored, failed, skipped, class histogram, images/s) is returned and published as
    the markdown artifact `batch-predict-summary`.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, task
@@ -40,6 +45,7 @@ from flows.predict_sources import (
 from flows.registry import load_published
 from netcore.batch import (
     DEFAULT_SHARD_SIZE,
+    Merge,
     ModelPayload,
     ShardJob,
     ShardResult,
@@ -90,11 +96,17 @@ def predict_flow(
     done = work.start(job, resume)
     payload = ModelPayload.of(published.version, published.network)
     skipped: Counter = Counter()
-    processed = _score_all(
-        source, skipped, done, work, payload, shard_size, max_pixels,
-        workers, workers if worker_processes and workers > 1 else 0,
-    )  # fmt: skip
-    totals = work.finish(output_path)
+
+    def shard_job(number: int, files: tuple[str, ...]) -> ShardJob:
+        listing = work.listing(number, files)
+        return ShardJob(number, listing, source.opener, payload, max_pixels)
+
+    listing = shards(source.listing(skipped), shard_size, workers, done)
+    processes = workers if worker_processes and workers > 1 else 0
+    with work.merging(output_path) as merge:
+        jobs = map(shard_job, itertools.count(), listing)
+        processed = _score_all(jobs, processes, workers, merge, _bar_length(source, done))
+    totals = merge.totals
     seconds = time.perf_counter() - started
     summary = {
         "input": source.shown_as,
@@ -116,39 +128,30 @@ def predict_flow(
 
 
 def _score_all(
-    source: Source,
-    skipped: Counter,
-    done: set[str],
-    work: WorkFolder,
-    payload: ModelPayload,
-    shard_size: int,
-    max_pixels: int,
-    workers: int,
-    processes: int,
+    jobs: Iterator[ShardJob], processes: int, workers: int, merge: Merge, bar_length: int
 ) -> int:
-    """Submit the shards, at most 2 x `workers` at a time; returns the number of files scored."""
+    """Run a task per shard, at most 2 x `workers` at a time, merging each part into the output
+    as it finishes; returns the number of files scored."""
     in_flight: deque = deque()
     processed = 0
-    with console.progress(_bar_length(source, done), "scoring") as bar:
+    with console.progress(bar_length, "scoring") as bar:
 
         def collect() -> None:
             nonlocal processed
-            number, future = in_flight.popleft()
+            job, future = in_flight.popleft()
             try:
                 result = future.result()
             except Exception as error:
                 raise PredictError(
-                    f"shard {number} failed ({type(error).__name__}: {error}); "
+                    f"shard {job.number} failed ({type(error).__name__}: {error}); "
                     "finished shards are kept: rerun with --resume to continue"
                 ) from error
+            merge.add(job.part)
             processed += result.scored + result.failed
             bar.update(result.scored + result.failed)
 
-        for number, files in enumerate(shards(source.listing(skipped), shard_size, done)):
-            job = ShardJob(
-                number, files, source.opener, work.part_path(number), payload, max_pixels
-            )
-            in_flight.append((number, score_shard_task.submit(job, processes)))
+        for job in jobs:
+            in_flight.append((job, score_shard_task.submit(job, processes)))
             if len(in_flight) >= 2 * workers:
                 collect()
         while in_flight:

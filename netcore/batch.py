@@ -3,9 +3,12 @@ so a shard runs in any process: a thread, a worker process, a Dask worker).
 
     work = WorkFolder.next_to("out/predictions.parquet")     # out/predictions.parquet.parts/
     done = work.start({"input": "/scans", "model": "v3"}, resume=True)   # paths already scored
-    job = ShardJob(0, ("a.png", "b.jpg"), LocalFiles("/scans"), work.part_path(0), model)
-    result = score_shard(job)                 # scores the files, writes one part file
-    totals = work.finish("out/predictions.parquet")   # parts -> the output, folder removed
+    with work.merging("out/predictions.parquet") as merge:   # earlier parts go in first
+        listing = work.listing(0, ["a.png", "b.jpg"])       # part-<run>-000000.json
+        job = ShardJob(0, listing, LocalFiles("/scans"), model)
+        score_shard(job)                  # in any process: scores the files, writes job.part
+        merge.add(job.part)               # appended to the output as it comes
+    # the output is complete now, and the work folder gone
 
 `model` is a ModelPayload: a version name plus the network's config and weights, which travel to
 worker processes as plain data. Part files are Parquet in the prediction layout
@@ -20,12 +23,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import pyarrow as pa
 
 from netcore.config import NetworkConfig
 from netcore.errors import DataFileError
@@ -35,8 +40,10 @@ from netcore.predictions import CLASSES, atomic_writer, prediction_table, read_p
 from netcore.preprocess import normalize
 
 JOB_FILE = "job.json"
-# Files per shard: the unit of work, of memory (about 4 KB a file) and of resume.
-DEFAULT_SHARD_SIZE = 2000
+# Files per shard: the unit of work (one Prefect task, which costs tens of ms of CPU between the
+# flow and its API server: few large shards beat many small ones), of memory (about 6 KB a file
+# in a worker) and of resume.
+DEFAULT_SHARD_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -58,14 +65,19 @@ class ModelPayload:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Score `files` (opened with `opener(relative_path)`) and write the rows to `part`."""
+    """Score the files named in `listing` (a JSON list of relative paths, opened with
+    `opener(path)`) and write their rows next to it, to `part`. Only paths and the model travel:
+    the list of names stays in its file (Prefect would otherwise inspect every name)."""
 
     number: int
-    files: tuple[str, ...]
+    listing: Path
     opener: Callable[[str], BinaryIO]
-    part: Path
     model: ModelPayload
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @property
+    def part(self) -> Path:
+        return self.listing.with_suffix(".parquet")
 
 
 @dataclass(frozen=True)
@@ -79,13 +91,14 @@ class ShardResult:
 def score_shard(job: ShardJob) -> ShardResult:
     """Decode, normalize and score every file of the shard; one row each, errors included."""
     started = time.perf_counter()
+    files = json.loads(job.listing.read_text())
     network = job.model.network()
-    pixels, problems = load_digits(job.files, job.opener, job.max_pixels)
+    pixels, problems = load_digits(files, job.opener, job.max_pixels)
     probabilities = network.predict_proba(normalize(pixels, network.config))
     with atomic_writer(job.part) as write:
-        write(prediction_table(job.files, probabilities, problems, job.model.version))
+        write(prediction_table(files, probabilities, problems, job.model.version))
     failed = sum(problem is not None for problem in problems)
-    return ShardResult(job.number, len(job.files) - failed, failed, time.perf_counter() - started)
+    return ShardResult(job.number, len(files) - failed, failed, time.perf_counter() - started)
 
 
 @dataclass
@@ -144,21 +157,36 @@ class WorkFolder:
         os.replace(temporary, job_file)
         return set()
 
-    def part_path(self, number: int) -> Path:
-        return self.folder / f"part-{self.run}-{number:06d}.parquet"
+    def listing(self, number: int, files: Sequence[str]) -> Path:
+        """Write shard `number`'s list of files; its part will be the same name, .parquet."""
+        path = self.folder / f"part-{self.run}-{number:06d}.json"
+        path.write_text(json.dumps(list(files)))
+        return path
 
     def parts(self) -> list[Path]:
         return sorted(self.folder.glob("part-*.parquet"))
 
-    def finish(self, output: str | Path) -> Totals:
-        """Merge every part into `output` (streamed, one part in memory; atomic) and delete the
-        work folder. Returns what the output holds."""
-        totals = Totals()
+    @contextmanager
+    def merging(self, output: str | Path) -> Iterator[Merge]:
+        """Stream parts into `output` as they are added (those an earlier run left, first), one
+        part in memory at a time; on a clean exit the output appears complete (atomically) and
+        the work folder is deleted; on an error the output is untouched and the parts stay."""
         with atomic_writer(output) as write:
+            merge = Merge(write)
             for part in self.parts():
-                table = read_part(part)
-                write(table)
-                labels = table.column("label").drop_null().to_numpy()
-                totals.add(labels, table.num_rows)
+                merge.add(part)
+            yield merge
         shutil.rmtree(self.folder)
-        return totals
+
+
+class Merge:
+    """Appends part files to an output; `totals` says what the output holds so far."""
+
+    def __init__(self, write: Callable[[pa.Table], None]):
+        self.write = write
+        self.totals = Totals()
+
+    def add(self, part: str | Path) -> None:
+        table = read_part(part)
+        self.write(table)
+        self.totals.add(table.column("label").drop_null().to_numpy(), table.num_rows)

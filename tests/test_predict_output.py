@@ -114,8 +114,8 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
     work = WorkFolder.next_to(output)
     assert work.start(job, resume=False) == set()
     for number in (0, 1):
-        opener = LocalFiles(images)
-        score_shard(ShardJob(number, shards[number], opener, work.part_path(number), model))
+        listing = work.listing(number, shards[number])
+        score_shard(ShardJob(number, listing, LocalFiles(images), model))
     (work.folder / ".part-x.parquet.1234.tmp").write_bytes(b"half a part")  # killed mid-write
 
     with pytest.raises(DataFileError, match="belongs to another job"):
@@ -124,9 +124,17 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
     done = work.start(job, resume=True)
     assert done == set(shards[0] + shards[1])
     todo = [name for name in names if name not in done]
-    result = score_shard(ShardJob(2, tuple(todo), LocalFiles(images), work.part_path(2), model))
-    assert (result.scored, result.failed) == (3, 1)
-    totals = work.finish(output)
+    with pytest.raises(OSError), work.merging(output) as merge:
+        assert merge.totals.scored == 6  # the earlier parts go in first
+        raise OSError("disk full")  # a failure while merging: no output, the parts stay
+    assert not output.exists() and len(work.parts()) == 2
+    with work.merging(output) as merge:
+        job_2 = ShardJob(2, work.listing(2, todo), LocalFiles(images), model)
+        result = score_shard(job_2)
+        assert (result.scored, result.failed) == (3, 1)
+        merge.add(job_2.part)
+        assert not output.exists()  # it appears complete, at the end
+    totals = merge.totals
 
     rows = read_back(output)
     assert sorted(row["path"] for row in rows) == sorted(names)
@@ -142,7 +150,7 @@ def test_a_fresh_start_clears_only_a_work_folder(tmp_path: Path) -> None:
     output = tmp_path / "out.parquet"
     work = WorkFolder.next_to(output)
     work.start({"input": "a"}, resume=False)
-    pq.write_table(sample_table(), work.part_path(0))
+    pq.write_table(sample_table(), work.listing(0, ["a.png"]).with_suffix(".parquet"))
     assert WorkFolder.next_to(output).start({"input": "a"}, resume=False) == set()
     assert not list(work.folder.glob("part-*"))
     stranger = tmp_path / "mine.parquet.parts"
