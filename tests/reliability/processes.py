@@ -44,17 +44,27 @@ def digitflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def digitflow_all(
-    commands: Sequence[Sequence[str]], env: dict[str, str] | Sequence[dict[str, str]]
+    commands: Sequence[Sequence[str]],
+    env: dict[str, str] | Sequence[dict[str, str]],
+    at_once: int = 4,
 ) -> list[subprocess.CompletedProcess]:
-    """Run several console-script commands at once (independent cases: the waits overlap)."""
+    """Run independent console-script commands, `at_once` at a time (their waits overlap), in
+    one environment or one each."""
     envs = [env] * len(commands) if isinstance(env, dict) else list(env)
-    running = [
-        (args, start([*DIGITFLOW, *args], e)) for args, e in zip(commands, envs, strict=True)
-    ]
+    running: list[tuple[Sequence[str], subprocess.Popen]] = []
     results = []
-    for args, process in running:
+
+    def finish_oldest() -> None:
+        args, process = running.pop(0)
         out, err = process.communicate(timeout=TIMEOUT)
         results.append(subprocess.CompletedProcess(args, process.returncode, out, err))
+
+    for args, args_env in zip(commands, envs, strict=True):
+        if len(running) == at_once:
+            finish_oldest()
+        running.append((args, start([*DIGITFLOW, *args], args_env)))
+    while running:
+        finish_oldest()
     return results
 
 
@@ -78,7 +88,7 @@ def python_module(module: str, *args: str) -> list[str]:
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """A user-facing failure: non-zero exit, no traceback, exactly one line on stderr, in the
     CLI's "digitflow: error: ..." form, containing every fragment. Returns that line."""
-    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    shown = f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert result.returncode != 0, shown
     assert "Traceback" not in result.stderr + result.stdout, shown
     lines = [line for line in result.stderr.splitlines() if line.strip()]
