@@ -114,23 +114,26 @@ Exit status: 0 published, 3 trained but below --min-accuracy (not published), 1 
 def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -> None:
     """Run the training pipeline: download, prepare, train, evaluate, publish."""
     configure_prefect(verbose)
-    from flows import console
-    from flows.run_config import resolve_run_config
-
-    run = resolve_run_config(flags, config_file)
     started = time.perf_counter()
-    server = EmbeddedServer.start_unless_configured()  # starts up while we import
+    server = EmbeddedServer.start_unless_configured()  # boots while we import and configure
     try:
+        from flows.run_config import resolve_run_config
+
+        run = resolve_run_config(flags, config_file)
         from flows.training import training_flow  # imports Prefect: after configure_prefect
     except BaseException:
         if server is not None:
             server.stop()
         raise
+    from flows import console
+
     if not verbose:
         quiet_console()
     console.enable()
     with use_api(server):
+        ready = time.perf_counter()
         summary = _run_flow(training_flow, run.flow_parameters())
+    summary["startup_seconds"] = round(ready - started, 3)
     summary["flow_seconds"] = round(time.perf_counter() - started, 3)
     if as_json:
         click.echo(json.dumps(summary))
