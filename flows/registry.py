@@ -212,13 +212,9 @@ def _publish_remote(
     while True:
         version = f"v{max(_version_dirs(fs, root), default=0) + 1}"
         claim = f"{root}/{version}/.claim"
-        try:
-            fs.makedirs(f"{root}/{version}", exist_ok=True)
-            with fs.open(claim, "xb") as f:
-                f.write(uuid.uuid4().hex.encode())
+        fs.makedirs(f"{root}/{version}", exist_ok=True)
+        if _create_exclusively(fs, claim):
             break
-        except FileExistsError:
-            continue
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / version
         shutil.copytree(payload, folder)
@@ -229,6 +225,23 @@ def _publish_remote(
             fs.put_file(str(folder / name), f"{root}/{version}/{name}")
     fs.rm(claim)
     return version
+
+
+def _create_exclusively(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Create `path` unless it exists; False when it did."""
+    token = uuid.uuid4().hex.encode()
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(token)
+        return True
+    except FileExistsError:
+        return False
+    except (NotImplementedError, ValueError):
+        # A filesystem without exclusive creation: check, then write (a short race remains).
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, token)
+        return True
 
 
 @contextmanager
