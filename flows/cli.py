@@ -5,9 +5,11 @@
 
 Every error a user can cause (a NetcoreError, a click usage error, an unreachable Prefect API)
 prints one line, "digitflow: error: ...", on stderr and exits non-zero: never a traceback.
-Commands are registered in the block at the bottom. Prefect reads its settings once, at import:
-a command that runs a flow calls flows.settings.configure_prefect(verbose) and imports its flow
-module only after that, inside the command function.
+Commands are registered in the block at the bottom. Prefect reads its settings once, at import,
+so a command that runs a flow imports its flow module only inside the command; `run_flow_command`
+does the rest (settings, the embedded server, quiet console, one-line Prefect errors):
+
+    result, timings = run_flow_command(verbose, lambda: (my_flow, {"x": 1}))
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -113,28 +116,15 @@ Exit status: 0 published, 3 trained but below --min-accuracy (not published), 1 
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's INFO logs on the console.")
 def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -> None:
     """Run the training pipeline: download, prepare, train, evaluate, publish."""
-    configure_prefect(verbose)
-    started = time.perf_counter()
-    server = EmbeddedServer.start_unless_configured()  # boots while we import and configure
-    try:
+
+    def load() -> tuple[Any, dict[str, Any]]:
         from flows.run_config import resolve_run_config
+        from flows.training import training_flow
 
-        run = resolve_run_config(flags, config_file)
-        from flows.training import training_flow  # imports Prefect: after configure_prefect
-    except BaseException:
-        if server is not None:
-            server.stop()
-        raise
-    from flows import console
+        return training_flow, resolve_run_config(flags, config_file).flow_parameters()
 
-    if not verbose:
-        quiet_console()
-    console.enable()
-    with use_api(server):
-        ready = time.perf_counter()
-        summary = _run_flow(training_flow, run.flow_parameters())
-    summary["startup_seconds"] = round(ready - started, 3)
-    summary["flow_seconds"] = round(time.perf_counter() - started, 3)
+    summary, timings = run_flow_command(verbose, load)
+    summary |= timings
     if as_json:
         click.echo(json.dumps(summary))
     elif summary["published"]:
@@ -150,6 +140,39 @@ def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -
             err=True,
         )
         sys.exit(EXIT_NOT_PUBLISHED)
+
+
+def run_flow_command(
+    verbose: bool, load: Callable[[], tuple[Any, dict[str, Any]]]
+) -> tuple[Any, dict[str, float]]:
+    """What a command that runs a flow does: Prefect's settings; the embedded Prefect server
+    (unless one is configured) booting while `load()` imports the flow and returns it with its
+    parameters; a quiet console with digitflow's stage lines; the run, whose Prefect failures
+    (an unreachable API, a server that did not start) become one-line errors too.
+
+    Returns the flow's result and {"startup_seconds", "flow_seconds"}, counted from the call."""
+    configure_prefect(verbose)
+    started = time.perf_counter()
+    server = EmbeddedServer.start_unless_configured()
+    try:
+        flow, parameters = load()  # imports Prefect: after configure_prefect
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    from flows import console
+
+    if not verbose:
+        quiet_console()
+    console.enable()
+    with use_api(server):
+        ready = time.perf_counter()
+        result = _run_flow(flow, parameters)
+    timings = {
+        "startup_seconds": round(ready - started, 3),
+        "flow_seconds": round(time.perf_counter() - started, 3),
+    }
+    return result, timings
 
 
 def _run_flow(flow: Any, parameters: dict[str, Any]) -> Any:
