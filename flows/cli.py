@@ -123,7 +123,12 @@ def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -
 
         return training_flow, resolve_run_config(flags, config_file).flow_parameters()
 
-    summary, timings = run_flow_command(verbose, load)
+    def preload() -> None:
+        from flows.training import preload_libraries
+
+        preload_libraries()
+
+    summary, timings = run_flow_command(verbose, load, preload)
     summary |= timings
     if as_json:
         click.echo(json.dumps(summary))
@@ -143,12 +148,15 @@ def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -
 
 
 def run_flow_command(
-    verbose: bool, load: Callable[[], tuple[Any, dict[str, Any]]]
+    verbose: bool,
+    load: Callable[[], tuple[Any, dict[str, Any]]],
+    preload: Callable[[], None] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """What a command that runs a flow does: Prefect's settings; the embedded Prefect server
     (unless one is configured) booting while `load()` imports the flow and returns it with its
-    parameters; a quiet console with digitflow's stage lines; the run, whose Prefect failures
-    (an unreachable API, a server that did not start) become one-line errors too.
+    parameters, and `preload()` imports what the flow needs later (only while a server boots:
+    then the time is free); a quiet console with digitflow's stage lines; the run, whose Prefect
+    failures (an unreachable API, a server that did not start) become one-line errors too.
 
     Returns the flow's result and {"startup_seconds", "flow_seconds"}, counted from the call."""
     configure_prefect(verbose)
@@ -156,6 +164,8 @@ def run_flow_command(
     server = EmbeddedServer.start_unless_configured()
     try:
         flow, parameters = load()  # imports Prefect: after configure_prefect
+        if server is not None and preload is not None:
+            preload()
     except BaseException:
         if server is not None:
             server.stop()
