@@ -105,8 +105,9 @@ def predict_flow(
     processes = workers if worker_processes and workers > 1 else 0
     with work.merging(output_path) as merge:
         jobs = map(shard_job, itertools.count(), listing)
-        processed = _score_all(jobs, processes, workers, merge, _bar_length(source, done))
+        results = _score_all(jobs, processes, workers, merge, _bar_length(source, done))
     totals = merge.totals
+    processed = sum(result.scored + result.failed for result in results)
     seconds = time.perf_counter() - started
     summary = {
         "input": source.shown_as,
@@ -122,6 +123,10 @@ def predict_flow(
         "histogram": {str(k): n for k, n in enumerate(totals.histogram)},
         "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 1),
+        "shards": len(results),
+        # Time spent scoring (decode, normalize, network, part file), summed over the shards:
+        # with `seconds`, it shows what the orchestration costs.
+        "shard_seconds": round(sum(result.seconds for result in results), 3),
     }
     create_markdown_artifact(key=ARTIFACT_KEY, markdown=summary_markdown(summary))
     return summary
@@ -129,15 +134,14 @@ def predict_flow(
 
 def _score_all(
     jobs: Iterator[ShardJob], processes: int, workers: int, merge: Merge, bar_length: int
-) -> int:
+) -> list[ShardResult]:
     """Run a task per shard, at most 2 x `workers` at a time, merging each part into the output
-    as it finishes; returns the number of files scored."""
+    as it finishes."""
     in_flight: deque = deque()
-    processed = 0
+    results: list[ShardResult] = []
     with console.progress(bar_length, "scoring") as bar:
 
         def collect() -> None:
-            nonlocal processed
             job, future = in_flight.popleft()
             try:
                 result = future.result()
@@ -147,7 +151,7 @@ def _score_all(
                     "finished shards are kept: rerun with --resume to continue"
                 ) from error
             merge.add(job.part)
-            processed += result.scored + result.failed
+            results.append(result)
             bar.update(result.scored + result.failed)
 
         for job in jobs:
@@ -156,7 +160,7 @@ def _score_all(
                 collect()
         while in_flight:
             collect()
-    return processed
+    return results
 
 
 def _bar_length(source: Source, done: set[str]) -> int:
