@@ -104,13 +104,24 @@ def list_versions(registry: str) -> list[str]:
     ]
 
 
+def _read_alias(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
+    """The version `latest` names (None without the alias); a damaged alias reads as a name no
+    version has, never as an exception."""
+    alias = f"{root}/{ALIAS}"
+    if not fs.exists(alias):
+        return None
+    try:
+        return fs.cat_file(alias).decode(errors="replace").strip()
+    except OSError as error:
+        raise RegistryError(f"{_display(fs, alias)}: cannot read the alias ({error})") from None
+
+
 def version_summaries(registry: str) -> list[dict[str, Any]]:
     """One line of facts per published version, oldest first, read from the manifests (not
     verified: `load_published` / `digitflow models show` do that)."""
     fs, root = _open_registry(registry)
     versions = list_versions(registry)
-    alias = f"{root}/{ALIAS}"
-    latest = fs.cat_file(alias).decode().strip() if fs.exists(alias) else None
+    latest = _read_alias(fs, root)
     rows = []
     for version in versions:
         location = _display(fs, f"{root}/{version}")
@@ -296,9 +307,8 @@ def resolve(registry: str, version: str = ALIAS) -> str:
             f"a {MANIFEST_FILE}) and not a version folder"
         )
     if version == ALIAS:
-        alias = f"{root}/{ALIAS}"
-        if fs.exists(alias):
-            version = fs.cat_file(alias).decode().strip()
+        if (named := _read_alias(fs, root)) is not None:
+            version = named
         elif published:
             version = published[-1]
         else:
