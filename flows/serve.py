@@ -39,6 +39,8 @@ START_A_SERVER = (
 
 def prefect_api_url() -> str | None:
     """The Prefect API digitflow talks to: PREFECT_API_URL or the active Prefect profile."""
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url  # without importing Prefect: keeps `--check`, the health check, quick
     from prefect.settings import get_current_settings
 
     return get_current_settings().api.url
