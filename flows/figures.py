@@ -39,13 +39,16 @@ CONFUSION_SIZE = (640, 580)
 HISTOGRAM_SIZE = (640, 360)
 GRID_COLUMNS, GRID_ROWS = 8, 3  # image grids show up to 24 images
 GRID_SIZE = (880, 480)
+GRID_HEADER = 50  # pixels above the images for the title
+GRID_TILE = 84  # pixels per 28x28 image (3 per pixel)
 WEIGHT_COLUMNS = 16
 WEIGHT_TILE = 60  # pixels per neuron in the weights grid
 WEIGHT_HEADER = 80  # pixels above the tiles for the title and the colour key
 
 
 def _new_figure(size: tuple[int, int]) -> Figure:
-    # A bare Figure with an Agg canvas: no pyplot, so no global state and no GUI backend.
+    # A bare Figure with an Agg canvas: no pyplot, so no global state and no GUI backend. The
+    # sizes are fixed, so the margins are too (tight_layout would cost a second drawing).
     figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
@@ -84,17 +87,19 @@ def training_curves(
     figure = _new_figure(CURVES_SIZE)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
 
-    loss_axes.plot(epochs, [row["loss"] for row in rows], marker="o", label="train")
+    # A marker per epoch while they can be told apart; a plain line for long runs.
+    dot, square = ("o", "s") if len(rows) <= 30 else (None, None)
+    loss_axes.plot(epochs, [row["loss"] for row in rows], marker=dot, label="train")
     loss_axes.set(title="Loss (cross-entropy)", xlabel="epoch", ylabel="mean loss")
     loss_axes.set_ylim(bottom=0)
 
     accuracy_axes.plot(
-        epochs, [100 * row["train_accuracy"] for row in rows], marker="o", label="train"
+        epochs, [100 * row["train_accuracy"] for row in rows], marker=dot, label="train"
     )
     validation = [(row["epoch"], row["validation_accuracy"]) for row in rows]
     validation = [(epoch, 100 * value) for epoch, value in validation if value is not None]
     if validation:
-        accuracy_axes.plot(*zip(*validation, strict=True), marker="s", label="validation")
+        accuracy_axes.plot(*zip(*validation, strict=True), marker=square, label="validation")
     if test_accuracy is not None:
         accuracy_axes.axhline(
             100 * test_accuracy, color="black", linestyle="--", label=f"test {test_accuracy:.2%}"
@@ -105,7 +110,7 @@ def training_curves(
         axes.legend()
         # Whole epochs only: a fractional tick would suggest a measurement that was never taken.
         axes.xaxis.get_major_locator().set_params(integer=True)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.91, wspace=0.2)
     return _save(figure, path)
 
 
@@ -138,33 +143,47 @@ def confusion_heatmap(confusion: np.ndarray, path: str | Path) -> Path:
     axes.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
     axes.set_title(f"Confusion matrix ({int(confusion.sum())} test images)")
     figure.colorbar(image, ax=axes, label="share of the true class")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
     return _save(figure, path)
 
 
 def image_grid(
-    images: Sequence[np.ndarray],
-    captions: Sequence[str],
-    path: str | Path,
-    title: str,
-    bright_ink: bool = True,
+    images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str
 ) -> Path:
-    """Up to GRID_COLUMNS x GRID_ROWS uint8 grayscale images of any size, each with its caption;
-    empty slots stay blank. `bright_ink` images (MNIST-style, as the network sees them) are drawn
-    as dark ink on white; others as they are."""
+    """Up to GRID_COLUMNS x GRID_ROWS 28x28 uint8 MNIST-style images (ink bright on dark, as the
+    network sees them) drawn as dark ink on white paper, each under its caption."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    if len(images) > GRID_COLUMNS * GRID_ROWS:
+        raise ValueError(f"at most {GRID_COLUMNS * GRID_ROWS} images, got {len(images)}")
+    width, height = GRID_SIZE
+    cell_width, cell_height = width // GRID_COLUMNS, (height - GRID_HEADER) // GRID_ROWS
     figure = _new_figure(GRID_SIZE)
-    all_axes = figure.subplots(GRID_ROWS, GRID_COLUMNS).ravel()
-    for axes in all_axes:
-        axes.set_axis_off()
-    for axes, image, caption in zip(all_axes, images, captions, strict=False):
-        axes.imshow(np.asarray(image), cmap="gray_r" if bright_ink else "gray", vmin=0, vmax=255)
-        axes.set_title(caption, fontsize=9)
+    figure.text(0.5, 1 - 24 / height, title, ha="center", va="center", fontsize=12)
     if not len(images):
         figure.text(0.5, 0.5, "none", ha="center", va="center", fontsize=14, color="gray")
-    figure.suptitle(title)
-    figure.tight_layout()
+    paper = colormaps["gray_r"]
+    for index, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        image = np.asarray(image)
+        if image.shape != (28, 28):
+            raise ValueError(f"image {index} is {image.shape}, expected 28x28")
+        row, column = divmod(index, GRID_COLUMNS)
+        left = column * cell_width + (cell_width - GRID_TILE) // 2
+        bottom = height - GRID_HEADER - (row + 1) * cell_height  # pixels from the bottom edge
+        # figimage puts pixels on the canvas as they are (no axes: fast): enlarge them here.
+        scale = GRID_TILE // 28
+        tile = image.repeat(scale, axis=0).repeat(scale, axis=1)
+        figure.figimage(tile, xo=left, yo=bottom, cmap=paper, vmin=0, vmax=255, origin="upper")
+        centre = (column + 0.5) * cell_width / width
+        figure.text(
+            centre,
+            (bottom + GRID_TILE + 4) / height,
+            caption,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            linespacing=1.1,
+        )
     return _save(figure, path)
 
 

@@ -122,13 +122,33 @@ def test_prediction_histograms(trained: dict, tmp_path: Path) -> None:
     assert_png(confidence, figures.HISTOGRAM_SIZE)
 
 
-def test_image_grid_takes_images_of_any_size(tmp_path: Path) -> None:
+def test_image_grid_checks_its_images(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, (h, w), dtype=np.uint8) for h, w in ((28, 28), (60, 20))]
+    images = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(2)]
     path = figures.image_grid(images, ["a", "b"], tmp_path / "g.png", title="two")
     assert_png(path, figures.GRID_SIZE)
     with pytest.raises(ValueError, match="captions"):
         figures.image_grid(images, ["a"], tmp_path / "g.png", title="two")
+    with pytest.raises(ValueError, match="expected 28x28"):
+        figures.image_grid([np.zeros((60, 20), np.uint8)], ["a"], tmp_path / "g.png", title="x")
+    with pytest.raises(ValueError, match="at most 24"):
+        figures.image_grid(images * 13, ["a", "b"] * 13, tmp_path / "g.png", title="x")
+
+
+def test_image_grid_draws_ink_dark_on_paper(tmp_path: Path) -> None:
+    ink = np.zeros((28, 28), np.uint8)
+    ink[4:24, 12:16] = 255  # a bright stroke, as MNIST stores ink
+    path = figures.image_grid([ink], ["one"], tmp_path / "g.png", title="ink")
+    with Image.open(path) as image:
+        gray = np.asarray(image.convert("L"))
+    height = figures.GRID_SIZE[1]
+    cell = (height - figures.GRID_HEADER) // figures.GRID_ROWS
+    top = height - (height - figures.GRID_HEADER - cell) - figures.GRID_TILE  # first tile's top
+    left = (figures.GRID_SIZE[0] // figures.GRID_COLUMNS - figures.GRID_TILE) // 2
+    tile = gray[top : top + figures.GRID_TILE, left : left + figures.GRID_TILE]
+    scale = figures.GRID_TILE // 28
+    assert tile[14 * scale, 14 * scale] < 30  # the stroke: dark
+    assert tile[2 * scale, 2 * scale] > 225  # the background: white paper
 
 
 def test_model_figures_draws_the_version_set(trained: dict, tmp_path: Path) -> None:
