@@ -15,16 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.registry import publish
-from netcore.config import NetworkConfig
 from netcore.mnist import read_parquet
-from netcore.network import Network
-from netcore.weights import save_model
+from tests.test_predict_flow import untrained_registry
 
 DIGITFLOW = str(Path(sys.executable).parent / "digitflow")
 IMAGES = 1500
@@ -32,10 +28,7 @@ IMAGES = 1500
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("registry")
-    save_model(Network(NetworkConfig(), np.random.default_rng(0)), root / "payload")
-    publish(str(root / "models"), root / "payload", lambda version: {}, {})
-    return str(root / "models")
+    return untrained_registry(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,17 @@ from tests.test_images import png_claiming
 DIGITS = 24
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A model registry holding v1: an untrained network (labels need not be right here, only
-    identical for identical inputs)."""
-    root = tmp_path_factory.mktemp("registry")
+def untrained_registry(root: Path) -> str:
+    """A model registry under `root` holding v1: an untrained network (labels need not be
+    right in these tests, only identical for identical inputs)."""
     save_model(Network(NetworkConfig(), np.random.default_rng(0)), root / "payload")
     publish(str(root / "models"), root / "payload", lambda version: {}, {})
     return str(root / "models")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return untrained_registry(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture(scope="module")
