@@ -116,16 +116,32 @@ wait "$postgres_build" || { cat "$work/postgres.log" >&2; exit 1; }
 # The classic builder shares `make docker-build`'s cache (this engine has no BuildKit plugin).
 DOCKER_BUILDKIT=0 make --silent up COMPOSE="$COMPOSE" || { $COMPOSE ps; $COMPOSE logs --tail 30; exit 1; }
 .venv/bin/python - <<'EOF'
-"""The scheduler registered the nightly training and the inbox run with the compose server."""
+"""The scheduler registers the nightly training and the inbox run with the compose server
+(healthy means the server answers; registering follows within seconds)."""
 import json
+import time
+import urllib.error
 import urllib.request
 
 api = "http://127.0.0.1:4200/api/deployments/name"
+
+
+def deployment(name: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/{name}", timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise SystemExit(f"{name}: not registered by the scheduler ({error})") from None
+            time.sleep(2)
+
+
 for name, cron in (("mnist-training/scheduled", "0 3 * * *"), ("batch-predict/inbox", "*/30 * * * *")):
-    with urllib.request.urlopen(f"{api}/{name}", timeout=10) as response:
-        deployment = json.load(response)
-    schedules = [s["schedule"].get("cron") for s in deployment["schedules"]]
-    assert schedules == [cron] and not deployment["paused"], deployment
+    found = deployment(name)
+    schedules = [s["schedule"].get("cron") for s in found["schedules"]]
+    assert schedules == [cron] and not found["paused"], found
     print(f"compose: {name} scheduled on {cron!r}")
 EOF
 make --silent down COMPOSE="$COMPOSE"
