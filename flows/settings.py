@@ -22,6 +22,9 @@ DEFAULT_SOURCE = "ylecun/mnist"
 PREFECT_DEFAULTS = {
     # No telemetry: it only produces connection errors on machines without internet.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Nor onnxruntime's (on by default on Linux since 1.2x): it writes a device id under
+    # ~/.cache/Microsoft and a session file in the temp folder (tests/reliability/test_confinement).
+    "ORT_DISABLE_TELEMETRY": "1",
     # The embedded server needs 5-10 s to start; on a busy machine it can take longer.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # Datasets and the Hub client draw their own progress bars; digitflow prints its own lines.
