@@ -55,5 +55,6 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # Generous: on a busy 2-core machine the test server has been seen to need more than 60 s.
+    with prefect_test_harness(server_startup_timeout=180):
         yield
