@@ -78,7 +78,8 @@ def training_curves(
     history: Sequence[Any], path: str | Path, test_accuracy: float | None = None
 ) -> Path:
     """Loss and accuracy per epoch. `history` holds netcore EpochStats or their dicts (epoch,
-    loss, train_accuracy, validation_accuracy); validation is drawn where it was measured, and
+    loss, train_accuracy, validation_accuracy, validation_loss); validation is drawn where it was
+    measured, and
     `test_accuracy`, when given, as a dashed line."""
     rows = [_as_dict(epoch) for epoch in history]
     if not rows:
@@ -90,6 +91,10 @@ def training_curves(
     # A marker per epoch while they can be told apart; a plain line for long runs.
     dot, square = ("o", "s") if len(rows) <= 30 else (None, None)
     loss_axes.plot(epochs, [row["loss"] for row in rows], marker=dot, label="train")
+    validation_loss = [(row["epoch"], row.get("validation_loss")) for row in rows]
+    validation_loss = [(epoch, value) for epoch, value in validation_loss if value is not None]
+    if validation_loss:
+        loss_axes.plot(*zip(*validation_loss, strict=True), marker=square, label="validation")
     loss_axes.set(title="Loss (cross-entropy)", xlabel="epoch", ylabel="mean loss")
     loss_axes.set_ylim(bottom=0)
 

@@ -37,6 +37,7 @@ class EpochStats:
     loss: float  # mean training loss over the epoch's batches
     train_accuracy: float  # on the (augmented) training batches, before each step
     validation_accuracy: float | None  # on the held-out split, None without one
+    validation_loss: float | None  # mean cross-entropy on the held-out split, None without one
     seconds: float  # wall time of the epoch
     learning_rate: float  # rate at the end of the epoch
 
@@ -63,6 +64,13 @@ def split_validation(
     order = rng.permutation(n)
     n_val = round(n * fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def evaluate_split(network: Network, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean loss, accuracy) of `network` on scaled inputs `(n, 784)` and labels `(n,)`."""
+    logits, _ = network.forward(x)
+    loss, _, _ = network.loss(logits, labels, 0.0)
+    return loss, accuracy(labels, logits.argmax(axis=1))
 
 
 def train(
@@ -132,9 +140,9 @@ def train(
             network, optimizer, epoch_pixels, train_labels[order], epoch, config
         )
 
-        val_accuracy = None
+        val_accuracy = val_loss = None
         if val_x is not None:
-            val_accuracy = accuracy(val_y, network.predict(val_x))
+            val_loss, val_accuracy = evaluate_split(network, val_x, val_y)
             if val_accuracy > best_accuracy:
                 best_accuracy, best_epoch, stale_epochs = val_accuracy, epoch + 1, 0
                 best = {k: v.copy() for k, v in network.params.items()}
@@ -147,6 +155,7 @@ def train(
             loss=loss_sum / n,
             train_accuracy=correct / n,
             validation_accuracy=val_accuracy,
+            validation_loss=val_loss,
             seconds=time.perf_counter() - started,
             learning_rate=learning_rate(epoch + 1, config),
         )

@@ -76,6 +76,7 @@ def test_training_learns_and_reports_every_epoch(small_train):
     assert [s.epoch for s in seen] == [1, 2, 3]
     assert seen[-1].loss < seen[0].loss
     assert seen[-1].validation_accuracy > 0.8
+    assert seen[-1].validation_loss < seen[0].validation_loss
     assert all(s.seconds > 0 and 0 <= s.train_accuracy <= 1 for s in seen)
 
 
