@@ -14,6 +14,13 @@ does the rest (settings, the embedded server, quiet console, one-line Prefect er
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread unless the user asks for more (DIGITFLOW_BLAS_THREADS, or OPENBLAS_NUM_THREADS
+# itself). Set before numpy loads. Measured here (docs/benchmarks.md): two OpenBLAS threads are
+# faster only on an idle machine; with other work running, an epoch took 10x longer than with one.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", os.environ.get("DIGITFLOW_BLAS_THREADS", "1"))
+
 import json
 import sys
 import time
