@@ -10,10 +10,13 @@ Each repeat measures, one after the other (so a busy machine slows all alike):
   raw decode, 2 processes   the same, each process half of the files (pool started beforehand)
   digitflow predict         a subprocess with its defaults (thread runner, one worker process per
                             core): images/s over the flow itself (Prefect start-up excluded: the
-                            flow's own clock, from its summary) and over the whole command's wall
-                            time (Prefect start-up included)
-It reports the median of each and the flow's rate as a fraction of the two-process raw decode
-rate (target >= 80%), with the load average: other work on the machine shows there.
+                            flow's own clock, from its summary), over the whole command's wall
+                            time (Prefect start-up included), and while scoring only (images over
+                            the summed shard time per worker: the flow without its fixed costs,
+                            what a large folder approaches)
+It reports the median and the best of each, and the flow's rate as a fraction of the two-process
+raw decode rate (target >= 80%), with the load average: other work on the machine shows there,
+and the best of the repeats is the least disturbed.
 """
 
 from __future__ import annotations
@@ -58,7 +61,13 @@ def main() -> None:
     folder = write_folder(WORKSPACE / "mnist-test-png", 10_000)
     paths = sorted(str(p) for p in folder.rglob("*.png"))
     output = WORKSPACE / "predict-speed.parquet"
-    results: dict[str, list[float]] = {"raw_1": [], "raw_2": [], "flow": [], "command": []}
+    results: dict[str, list[float]] = {
+        "raw_1": [],
+        "raw_2": [],
+        "flow": [],
+        "command": [],
+        "scoring": [],
+    }
     load_before = load_average()
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(decode, [paths[:10], paths[10:20]]))  # started and warm
@@ -70,39 +79,63 @@ def main() -> None:
             assert summary["scored"] == len(paths), summary
             results["flow"].append(summary["images_per_second"])
             results["command"].append(len(paths) / wall)
+            workers = min(summary["shards"], report_cores())
+            results["scoring"].append(len(paths) / (summary["shard_seconds"] / workers))
             print(
                 f"repeat {repeat + 1}: raw 1 process {results['raw_1'][-1]:,.0f}/s, "
                 f"2 processes {results['raw_2'][-1]:,.0f}/s; flow {results['flow'][-1]:,.0f}/s "
                 f"({summary['seconds']:.2f} s), command {results['command'][-1]:,.0f}/s "
-                f"({wall:.1f} s)",
+                f"({wall:.1f} s), scoring only {results['scoring'][-1]:,.0f}/s",
                 flush=True,
             )
     medians = {name: statistics.median(values) for name, values in results.items()}
-    ratio = medians["flow"] / medians["raw_2"]
+    best = {name: max(values) for name, values in results.items()}
     report = {
         "images": len(paths),
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": report_cores(),
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "median_images_per_second": {k: round(v) for k, v in medians.items()},
-        "flow_vs_raw_2": round(ratio, 3),
+        "best_images_per_second": {k: round(v) for k, v in best.items()},
+        "flow_vs_raw_2": {
+            "median": round(medians["flow"] / medians["raw_2"], 3),
+            "best": round(best["flow"] / best["raw_2"], 3),
+        },
+        "scoring_vs_raw_2": {
+            "median": round(medians["scoring"] / medians["raw_2"], 3),
+            "best": round(best["scoring"] / best["raw_2"], 3),
+        },
         "target": TARGET,
         "runs": {k: [round(v) for v in values] for k, values in results.items()},
     }
     if args.json:
         print(json.dumps(report))
         return
+    rows = [
+        ("raw Pillow decode, 1 process", "raw_1"),
+        ("raw Pillow decode, 2 processes", "raw_2"),
+        ("digitflow predict: the flow", "flow"),
+        ("  while scoring (no fixed costs)", "scoring"),
+        ("  whole command (with start-up)", "command"),
+    ]
     print(
         f"\n{len(paths):,} PNG files, {report['cores']} cores, load average "
         f"{load_before} -> {report['load_average_after']} (1, 5, 15 min)\n"
-        f"  raw Pillow decode, 1 process    {medians['raw_1']:>9,.0f} images/s\n"
-        f"  raw Pillow decode, 2 processes  {medians['raw_2']:>9,.0f} images/s\n"
-        f"  digitflow predict, flow         {medians['flow']:>9,.0f} images/s "
-        f"= {ratio:.0%} of 2-process decode (target >= {TARGET:.0%}: "
-        f"{'met' if ratio >= TARGET else 'NOT met'})\n"
-        f"  digitflow predict, whole command {medians['command']:>8,.0f} images/s "
-        f"(Prefect start-up included)"
+        f"{'images/s':>45} {'median':>9} {'best':>9}"
     )
+    for label, key in rows:
+        print(f"  {label:<40} {medians[key]:>9,.0f} {best[key]:>9,.0f}")
+    for name in ("flow", "scoring"):
+        ratio = report[f"{name}_vs_raw_2"]
+        verdict = "met" if ratio["median"] >= TARGET else "NOT met"
+        print(
+            f"  {name} / 2-process decode: median {ratio['median']:.0%}, best {ratio['best']:.0%} "
+            f"(target >= {TARGET:.0%}: {verdict})"
+        )
+
+
+def report_cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":
