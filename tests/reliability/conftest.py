@@ -4,7 +4,8 @@
   `cli_env`) use it instead of each starting an embedded server (~10 s apiece).
 - `quick_training`: `digitflow train` options for a short real run on the 2,000/500-row subset.
 - `reference`: one uninterrupted `digitflow train` run with those options (its registry, v1),
-  the baseline for the resume test and the model the prediction tests score with.
+  the baseline for the resume test and the model the prediction tests score with; it runs
+  confined, and records what it wrote outside its data directory.
 - `digit_folder`: real MNIST digits as PNG files in nested folders, plus broken, hostile and
   non-image files and awkward names.
 - `fault_rng`: the random generator choosing kill moments; its seed is printed, and
@@ -25,8 +26,9 @@ import pytest
 from PIL import Image
 
 from netcore.mnist import read_parquet
+from tests.reliability.footprint import changes, confined_env, outside, snapshot
 from tests.reliability.hostile import png_declaring
-from tests.reliability.processes import cli_env, digitflow
+from tests.reliability.processes import digitflow
 
 EPOCHS = 8
 SMALL_CONFIG = """\
@@ -61,15 +63,30 @@ def quick_training(small_mnist_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def reference(
-    prefect_api: str, quick_training: list[str], tmp_path_factory: pytest.TempPathFactory
+    prefect_api: str,
+    quick_training: list[str],
+    small_mnist_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
-    """The uninterrupted run: its --json summary, plus `home` and `registry` paths."""
-    home = tmp_path_factory.mktemp("reference") / "data"
-    done = digitflow(*quick_training, env=cli_env(home, prefect_api))
+    """The uninterrupted run, confined (tests/reliability/footprint.py): its --json summary,
+    plus `home` and `registry` paths and `written_elsewhere`, what it wrote outside its data
+    directory (the source folder and the configuration's folder are watched too)."""
+    root = tmp_path_factory.mktemp("reference")
+    env, cwd = confined_env(root, prefect_api)
+    config = Path(quick_training[quick_training.index("--config") + 1]).parent
+    watched = (root, small_mnist_dir, config)
+    before = snapshot(*watched)
+    done = digitflow(*quick_training, env=env, cwd=cwd)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["published"] and summary["version"] == "v1", summary
-    return summary | {"home": home, "registry": home / "models"}
+    written = changes(before, snapshot(*watched))
+    home = root / "data"
+    return summary | {
+        "home": home,
+        "registry": home / "models",
+        "written_elsewhere": outside(written, [home], temporary=root / "tmp"),
+    }
 
 
 @pytest.fixture(scope="session")

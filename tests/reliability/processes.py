@@ -36,10 +36,10 @@ def cli_env(home: Path, api_url: str | None, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def digitflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def digitflow(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Run the console script to the end."""
     return subprocess.run(
-        [*DIGITFLOW, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT
+        [*DIGITFLOW, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
     )
 
 
