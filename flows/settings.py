@@ -73,13 +73,24 @@ class _HideRunFailures(logging.Filter):
         return not (run_logger and record.levelno >= logging.ERROR)
 
 
+class _HideFlushProgress(logging.Filter):
+    """Drops "Still processing items: N items remaining...", which Prefect's event and log
+    services print while they flush at exit: progress, not a problem, and it would follow the
+    CLI's one-line error (tests/reliability/test_cli_walk.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Still processing items")
+
+
 def quiet_console() -> None:
-    """Keep failed-run tracebacks off the console (they still reach the Prefect API).
+    """Keep failed-run tracebacks and flush progress off the console (the tracebacks still
+    reach the Prefect API).
 
     Call after prefect is imported, unless verbose; calling it twice is harmless.
     """
     for handler in logging.getLogger().handlers:
-        if type(handler).__name__ == "PrefectConsoleHandler" and not any(
-            isinstance(f, _HideRunFailures) for f in handler.filters
-        ):
-            handler.addFilter(_HideRunFailures())
+        if type(handler).__name__ != "PrefectConsoleHandler":
+            continue
+        for kind in (_HideRunFailures, _HideFlushProgress):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
