@@ -54,6 +54,9 @@ step "make docker-build"
 make --silent docker-build IMAGE="$IMAGE"
 size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
 step "image $IMAGE: $((size / 1000000)) MB, user $(docker image inspect "$IMAGE" --format '{{.Config.User}}')"
+# The container must not run as root (docs/reliability.md): the uid it really gets, not the label.
+uid=$(docker run --rm --entrypoint id "$IMAGE" -u)
+[ "$uid" != 0 ] || { echo "the image runs as root (id -u = 0)" >&2; exit 1; }
 docker run --rm --entrypoint python "$IMAGE" -c \
   'import importlib.util, sys; sys.exit("torch is in the image" if importlib.util.find_spec("torch") else 0)'
 if docker run --rm "$IMAGE" serve --check 2>"$work/check.err"; then
