@@ -11,9 +11,9 @@ Each repeat measures, one after the other (so a busy machine slows all alike):
   digitflow predict         a subprocess with its defaults (thread runner, one worker process per
                             core): images/s over the flow itself (Prefect start-up excluded: the
                             flow's own clock, from its summary), over the whole command's wall
-                            time (Prefect start-up included), and while scoring only (images over
-                            the summed shard time per worker: the flow without its fixed costs,
-                            what a large folder approaches)
+                            time (Prefect start-up included), and while scoring only (from the
+                            first shard submitted to the last merged: the flow without its fixed
+                            costs, what a large folder approaches)
 It reports the median and the best of each, and the flow's rate as a fraction of the two-process
 raw decode rate (target >= 80%), with the load average: other work on the machine shows there,
 and the best of the repeats is the least disturbed. Last, where a worker's time goes: CPU time
@@ -96,8 +96,7 @@ def main() -> None:
             assert summary["scored"] == len(paths), summary
             results["flow"].append(summary["images_per_second"])
             results["command"].append(len(paths) / wall)
-            workers = min(summary["shards"], report_cores())
-            results["scoring"].append(len(paths) / (summary["shard_seconds"] / workers))
+            results["scoring"].append(len(paths) / summary["scoring_seconds"])
             print(
                 f"repeat {repeat + 1}: raw 1 process {results['raw_1'][-1]:,.0f}/s, "
                 f"2 processes {results['raw_2'][-1]:,.0f}/s; flow {results['flow'][-1]:,.0f}/s "

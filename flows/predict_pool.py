@@ -2,10 +2,10 @@
 
 Decoding an image in Pillow is mostly Python code holding the GIL: two threads score no faster
 than one (measured: docs/benchmarks.md, "Batch prediction"). So each Prefect task, running in a
-thread of the flow, hands its shard to one of these processes and waits (releasing the GIL).
+thread of the flow, spreads its shard's chunks over these processes and waits (releasing the GIL).
 
-    pool = worker_pool(2)          # started once per process and reused; warm_up() starts it early
-    result = pool.submit(score_shard, job).result()
+    pool = worker_pool(2)           # started once per process and reused (the CLI starts it early)
+    result = score_shard(job, pool.map)
 
 Workers are spawned, not forked (the flow process runs threads), import only netcore (no
 Prefect), and use one BLAS thread each: N workers on N cores, not N x N busy threads.
