@@ -35,7 +35,7 @@ import click
 from flows.cli import main
 
 HANG_SECONDS = 120
-AT_ONCE = 2
+AT_ONCE = 3
 UNREACHABLE_API = "http://127.0.0.1:9/api"  # the discard port: nothing answers there
 WRONG_KIND = {"integer": "many", "integer range": "many", "float": "lots", "float range": "lots"}
 

@@ -2,10 +2,10 @@
 naming the file (or the registry) and the problem, never a traceback, never used.
 
 Each case damages its own copy of the reference run's registry, then asks `digitflow models show`
-(which verifies every checksum, as every load does) and, for tampered weights, `digitflow
-predict`. "Consistent" tampering also rewrites the manifest's checksum, as someone editing the
-registry by hand would: the checksums cannot catch that (they are not signatures), the model
-loader must.
+(which verifies every checksum, as every load does). "Consistent" tampering also rewrites the
+manifest's checksum, as someone editing the registry by hand would: the checksums cannot catch
+that (they are not signatures), the model loader must. And `digitflow predict`, given tampered
+weights, refuses them before scoring anything.
 """
 
 from __future__ import annotations
@@ -184,12 +184,24 @@ def registry_copy(reference: dict[str, Any], tmp_path: Path) -> Callable[[str], 
 
 
 def test_damaged_versions_and_registries_are_refused(
-    registry_copy: Callable[[str], Path], tmp_path: Path
+    registry_copy: Callable[[str], Path], digit_folder: Path, prefect_api: str, tmp_path: Path
 ) -> None:
     commands = [damage(registry_copy(name)) for name, (damage, _) in CASES.items()]
-    results = digitflow_all(commands, cli_env(tmp_path / "data", None))
-    for (_, fragments), result in zip(CASES.values(), results, strict=True):
+    envs = [cli_env(tmp_path / "data", None)] * len(commands)
+    # And batch prediction, given tampered weights, refuses them before scoring anything.
+    tampered = registry_copy("predict with tampered weights")
+    flip_byte(tampered / "v1" / "model.safetensors")
+    output = tmp_path / "out" / "digits.parquet"
+    commands.append(
+        ["predict", str(digit_folder), "--model", str(tampered), "--output", str(output)]
+    )
+    envs.append(cli_env(tmp_path / "data", prefect_api))
+    expected = [fragments for _, fragments in CASES.values()]
+    expected.append(("model.safetensors: checksum mismatch", "refusing to use"))
+
+    for fragments, result in zip(expected, digitflow_all(commands, envs), strict=True):
         assert_one_line_error(result, *fragments)
+    assert not output.exists() and not output.with_name(output.name + ".parts").exists()
 
 
 def test_the_undamaged_copy_verifies(registry_copy: Callable[[str], Path], tmp_path: Path) -> None:
@@ -197,17 +209,3 @@ def test_the_undamaged_copy_verifies(registry_copy: Callable[[str], Path], tmp_p
     result = digitflow(*show(registry_copy("intact")), "--json", env=cli_env(tmp_path, None))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["verified"] is True
-
-
-def test_predict_refuses_tampered_weights_before_scoring(
-    registry_copy: Callable[[str], Path], digit_folder: Path, prefect_api: str, tmp_path: Path
-) -> None:
-    registry = registry_copy("tampered")
-    flip_byte(registry / "v1" / "model.safetensors")
-    output = tmp_path / "out" / "digits.parquet"
-    result = digitflow(
-        *("predict", str(digit_folder), "--model", str(registry), "--output", str(output)),
-        env=cli_env(tmp_path / "data", prefect_api),
-    )
-    assert_one_line_error(result, "model.safetensors: checksum mismatch", "refusing to use")
-    assert not output.exists() and not output.with_name(output.name + ".parts").exists()

@@ -163,7 +163,8 @@ def test_bad_sources_are_refused_in_one_line_before_training(
         command[source_at] = str(bad_sources[name])
         commands.append(command)
         homes.append(tmp_path / name.replace(" ", "-"))
-    results = digitflow_all(commands, [cli_env(home, prefect_api) for home in homes])
+    envs = [cli_env(home, prefect_api) for home in homes]
+    results = digitflow_all(commands, envs, at_once=len(commands))
     for name, result, home in zip(THROUGH_THE_CLI, results, homes, strict=True):
         line = assert_one_line_error(result)
         check_named(line.removeprefix("digitflow: error: "), name, bad_sources[name])
