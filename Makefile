@@ -35,11 +35,15 @@ $(VENV)/.installed: pyproject.toml
 train: venv
 	$(BIN)/digitflow train $(ARGS)
 
+# One BLAS thread, as `digitflow` uses by default: two collapse when other work shares the cores.
+TEST_ENV = DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} \
+	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1}
+
 test: venv
-	DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} $(BIN)/pytest $(PYTEST_SELECT) $(ARGS)
+	$(TEST_ENV) $(BIN)/pytest $(PYTEST_SELECT) $(ARGS)
 
 test-all: venv
-	DIGITFLOW_MNIST_SOURCE=$${DIGITFLOW_MNIST_SOURCE:-$(MNIST_LOCAL)} $(BIN)/pytest $(ARGS)
+	$(TEST_ENV) $(BIN)/pytest $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
