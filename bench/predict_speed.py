@@ -8,6 +8,7 @@ the raw Pillow decode rate of the same files, measured in the same run.
 Each repeat measures, one after the other (so a busy machine slows all alike):
   raw decode, 1 process     Image.open(path).load() for every file
   raw decode, 2 processes   the same, each process half of the files (pool started beforehand)
+  raw decode, 2 threads     the same in two threads: why the flow scores in worker processes
   digitflow predict         a subprocess with its defaults (thread runner, one worker process per
                             core): images/s over the flow itself (Prefect start-up excluded: the
                             flow's own clock, from its summary), over the whole command's wall
@@ -30,7 +31,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -60,7 +61,7 @@ def decode(paths: list[str]) -> int:
     return len(paths)
 
 
-def raw_rate(paths: list[str], pool: ProcessPoolExecutor | None) -> float:
+def raw_rate(paths: list[str], pool: Executor | None) -> float:
     started = time.perf_counter()
     if pool is None:
         decode(paths)
@@ -81,17 +82,20 @@ def main() -> None:
     results: dict[str, list[float]] = {
         "raw_1": [],
         "raw_2": [],
+        "raw_2_threads": [],
         "flow": [],
         "command": [],
         "scoring": [],
     }
     load_before = load_average()
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool, ThreadPoolExecutor(2) as threads:
         list(pool.map(decode, [paths[:10], paths[10:20]]))  # started and warm
         decode(paths)  # the files in the page cache, as for every later read
         for repeat in range(args.repeats):
             results["raw_1"].append(raw_rate(paths, None))
             results["raw_2"].append(raw_rate(paths, pool))
+            results["raw_2_threads"].append(raw_rate(paths, threads))
             summary, wall = run_predict(folder, output)
             assert summary["scored"] == len(paths), summary
             results["flow"].append(summary["images_per_second"])
@@ -99,7 +103,9 @@ def main() -> None:
             results["scoring"].append(len(paths) / summary["scoring_seconds"])
             print(
                 f"repeat {repeat + 1}: raw 1 process {results['raw_1'][-1]:,.0f}/s, "
-                f"2 processes {results['raw_2'][-1]:,.0f}/s; flow {results['flow'][-1]:,.0f}/s "
+                f"2 processes {results['raw_2'][-1]:,.0f}/s, "
+                f"2 threads {results['raw_2_threads'][-1]:,.0f}/s; "
+                f"flow {results['flow'][-1]:,.0f}/s "
                 f"({summary['seconds']:.2f} s), command {results['command'][-1]:,.0f}/s "
                 f"({wall:.1f} s), scoring only {results['scoring'][-1]:,.0f}/s",
                 flush=True,
@@ -132,6 +138,7 @@ def main() -> None:
     rows = [
         ("raw Pillow decode, 1 process", "raw_1"),
         ("raw Pillow decode, 2 processes", "raw_2"),
+        ("raw Pillow decode, 2 threads (the GIL)", "raw_2_threads"),
         ("digitflow predict: the flow", "flow"),
         ("  while scoring (no fixed costs)", "scoring"),
         ("  whole command (with start-up)", "command"),
