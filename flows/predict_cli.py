@@ -1,9 +1,8 @@
 """`digitflow predict INPUT`: score a folder of digit images with a published version.
 
 The arguments are checked first (a missing folder or an unknown output format fails at once);
-then Prefect's embedded server, the worker processes and the imports all start up together.
-Prefect is imported only after flows.settings.configure_prefect (see flows/cli.py); the flow
-itself is flows/predict.py.
+then, through flows.cli.run_flow_command, Prefect's embedded server, the worker processes and the
+imports all start up together. The flow itself is flows/predict.py.
 """
 
 from __future__ import annotations
@@ -14,11 +13,8 @@ from typing import Any
 import click
 from PIL import Image
 
-from flows import console
 from flows.predict_pool import worker_pool
 from flows.predict_sources import check_arguments, default_workers
-from flows.prefect_server import EmbeddedServer, use_api
-from flows.settings import configure_prefect, quiet_console
 from netcore.batch import DEFAULT_SHARD_SIZE
 from netcore.images import DEFAULT_MAX_PIXELS
 
@@ -96,26 +92,20 @@ def predict(
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--output'") from None
     workers = workers or default_workers()
-    configure_prefect(verbose)
-    server = EmbeddedServer.start_unless_configured()  # starts up while we import
-    try:
+
+    def load() -> tuple[Any, dict[str, Any]]:
         if task_runner == "thread" and workers > 1:
             worker_pool(workers)  # the workers start up while Prefect does too
-        from flows.predict import predict_flow  # imports Prefect: after configure_prefect
+        from flows.predict import predict_flow  # imports Prefect: after its settings
 
         runner = _task_runner(task_runner, workers, dask_address)
-    except BaseException:
-        if server is not None:
-            server.stop()
-        raise
-    if not verbose:
-        quiet_console()
-    console.enable()
-    from flows.cli import _run_flow
+        parameters = {"input": input, "workers": workers}
+        parameters["worker_processes"] = task_runner == "thread"
+        return predict_flow.with_options(task_runner=runner), parameters | options
 
-    parameters = {"input": input, "workers": workers, "worker_processes": task_runner == "thread"}
-    with use_api(server):
-        summary = _run_flow(predict_flow.with_options(task_runner=runner), parameters | options)
+    from flows.cli import run_flow_command
+
+    summary, _ = run_flow_command(verbose, load)
     if as_json:
         click.echo(json.dumps(summary))
         return
