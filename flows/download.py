@@ -30,7 +30,7 @@ from PIL import Image
 
 from flows.files import sha256_file, write_atomic
 from netcore.errors import DataFileError, NetcoreError
-from netcore.mnist import IMAGE_SIDE, NUM_CLASSES, check_schema
+from netcore.mnist import IMAGE_SIDE, NUM_CLASSES, check_schema, read_table
 
 SPLITS = ("train", "test")
 FULL_MNIST_ROWS = {"train": 60_000, "test": 10_000}
@@ -184,15 +184,7 @@ def validate_raw(path: str | Path, expected_rows: int | None = None) -> int:
     Schema, row count, labels 0-9, and each image's header: 28x28, 8-bit grayscale. (The prepare
     stage decodes every pixel, and refuses an image whose data is broken.)"""
     path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as error:
-        raise DataFileError(path, f"cannot read as Parquet ({error})") from None
-    check_schema(path, table.schema)
-    if table.num_rows == 0:
-        raise DataFileError(path, "has no rows")
-    if expected_rows is not None and table.num_rows != expected_rows:
-        raise DataFileError(path, f"has {table.num_rows} rows, expected {expected_rows}")
+    table = read_table(path, expected_rows)
     labels = table.column("label")
     if labels.null_count:
         row = int(np.argmax(labels.is_null().to_numpy(zero_copy_only=False)))

@@ -27,15 +27,7 @@ def read_parquet(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode every row of an MNIST Parquet file; see the module docstring."""
     path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as error:
-        raise DataFileError(path, f"cannot read as Parquet ({error})") from None
-    check_schema(path, table.schema)
-    if expected_rows is not None and table.num_rows != expected_rows:
-        raise DataFileError(path, f"has {table.num_rows} rows, expected {expected_rows}")
-    if table.num_rows == 0:
-        raise DataFileError(path, "has no rows")
+    table = read_table(path, expected_rows)
 
     labels = table.column("label").to_numpy(zero_copy_only=False)
     if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= NUM_CLASSES:
@@ -49,6 +41,21 @@ def read_parquet(
     for row, png in enumerate(pngs):
         pixels[row] = _decode(path, row, png)
     return pixels, labels.astype(np.int64)
+
+
+def read_table(path: str | Path, expected_rows: int | None = None) -> pa.Table:
+    """The Parquet file as a table, refused unless it reads, has the MNIST schema and has rows
+    (exactly `expected_rows`, when given)."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise DataFileError(path, f"cannot read as Parquet ({error})") from None
+    check_schema(path, table.schema)
+    if table.num_rows == 0:
+        raise DataFileError(path, "has no rows")
+    if expected_rows is not None and table.num_rows != expected_rows:
+        raise DataFileError(path, f"has {table.num_rows} rows, expected {expected_rows}")
+    return table
 
 
 def check_schema(path: str | Path, schema: pa.Schema) -> None:
