@@ -54,7 +54,7 @@ class NetworkConfig:
 @dataclass
 class TrainConfig:
     # Passes over the training set.
-    epochs: int = 120
+    epochs: int = 100
     # Examples per SGD step.
     batch_size: int = 128
     # Peak learning rate (reached after warmup, then shaped by `schedule`).
