@@ -17,7 +17,12 @@ from flows.settings import default_registry
 REGISTRY_HELP = "Model registry: folder or fsspec URL. [default DIGITFLOW_HOME/models]"
 
 
-@click.group()
+@click.group(
+    epilog="""\b
+Examples:
+  digitflow models list
+  digitflow models show latest --json"""
+)
 def models() -> None:
     """List and inspect the published model versions."""
 

@@ -72,7 +72,7 @@ def registry(tmp_path: Path) -> Path:
 
 def test_help_shows_examples() -> None:
     runner = CliRunner()
-    for command in ([], ["train"], ["models", "list"], ["models", "show"]):
+    for command in ([], ["train"], ["models"], ["models", "list"], ["models", "show"]):
         result = runner.invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and "Examples:" in result.output, command
 
