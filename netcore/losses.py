@@ -27,30 +27,33 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def softmax_cross_entropy(
     logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) against `labels`.
+) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits `(batch, classes)`) against `labels` `(batch,)`.
 
-    Returns (loss, grad_logits `(batch, classes)`, probabilities `(batch, classes)`).
+    Returns (loss, grad_logits `(batch, classes)`). log p comes from the log-sum-exp of the
+    max-shifted logits, exact even where p itself would round to 0.
     """
     batch, classes = logits.shape
-    probs = softmax(logits)
     rows = np.arange(batch)
-    eps = np.finfo(probs.dtype).tiny
-    log_p_true = np.log(probs[rows, labels] + eps)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    grad = np.exp(shifted)
+    sums = grad.sum(axis=1, keepdims=True)
+    log_sums = np.log(sums[:, 0])
+    log_p_true = shifted[rows, labels] - log_sums
+    grad /= sums  # now p, the probabilities
     if label_smoothing:
-        mean_log_p = np.log(probs + eps).mean(axis=1)
+        mean_log_p = shifted.mean(axis=1) - log_sums
         loss = -float(((1 - label_smoothing) * log_p_true + label_smoothing * mean_log_p).mean())
-        grad = probs - label_smoothing / classes
+        grad -= label_smoothing / classes
         grad[rows, labels] -= 1 - label_smoothing
     else:
         loss = -float(log_p_true.mean())
-        grad = probs.copy()
         grad[rows, labels] -= 1
     grad /= batch
-    return loss, grad, probs
+    return loss, grad
 
 
-Loss = Callable[[np.ndarray, np.ndarray, float], tuple[float, np.ndarray, np.ndarray]]
+Loss = Callable[[np.ndarray, np.ndarray, float], tuple[float, np.ndarray]]
 
 LOSSES: dict[str, Loss] = {"softmax_cross_entropy": softmax_cross_entropy}
 

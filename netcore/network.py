@@ -121,7 +121,7 @@ class Network:
     ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
         """One forward and backward pass: (mean loss, gradients, logits)."""
         logits, activations = self.forward(x)
-        loss, grad_logits, _ = self.loss(logits, labels, label_smoothing)
+        loss, grad_logits = self.loss(logits, labels, label_smoothing)
         return loss, self.backward(activations, grad_logits), logits
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:

@@ -25,10 +25,23 @@ def pixel_statistics(pixels: np.ndarray) -> tuple[float, float]:
     return float(mean), float(np.sqrt(max(total_sq / count - mean * mean, 1e-12)))
 
 
-def normalize(pixels: np.ndarray, config: NetworkConfig, dtype: type = np.float32) -> np.ndarray:
-    """uint8 pixels `(n, 28, 28)` or `(n, 784)` -> network input `(n, 784)` of `dtype`."""
+def normalize(
+    pixels: np.ndarray,
+    config: NetworkConfig,
+    dtype: type = np.float32,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 pixels `(n, 28, 28)` or `(n, 784)` -> network input `(n, 784)` of `dtype`.
+
+    With `out` (an `(n, 784)` array of `dtype`) the result is written there: the trainer reuses
+    one buffer for every batch instead of allocating a fresh one per step."""
     scale = dtype(1.0 / (255.0 * config.pixel_std))
     offset = dtype(-config.pixel_mean / config.pixel_std)
-    x = pixels.reshape(len(pixels), -1) * scale
+    flat = pixels.reshape(len(pixels), -1)
+    x = np.empty(flat.shape, dtype) if out is None else out
+    # A plain cast, then two in-place passes: cheaper than a mixed uint8 * float expression,
+    # which numpy evaluates through a casting buffer.
+    np.copyto(x, flat, casting="unsafe")
+    x *= scale
     x += offset
     return x

@@ -69,7 +69,7 @@ def split_validation(
 def evaluate_split(network: Network, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(mean loss, accuracy) of `network` on scaled inputs `(n, 784)` and labels `(n,)`."""
     logits, _ = network.forward(x)
-    loss, _, _ = network.loss(logits, labels, 0.0)
+    loss, _ = network.loss(logits, labels, 0.0)
     return loss, accuracy(labels, logits.argmax(axis=1))
 
 
@@ -194,10 +194,12 @@ def train_epoch(
     shifted); returns (sum of the batch losses weighted by batch size, correct predictions)."""
     batch = config.batch_size
     batches = math.ceil(len(labels) / batch)
+    inputs = np.empty((batch, network.config.input_size), dtype=network.dtype)
     loss_sum, correct = 0.0, 0
     for b in range(batches):
         lr = learning_rate(epoch + b / batches, config)
-        x = normalize(pixels[b * batch : (b + 1) * batch], network.config)
+        batch_pixels = pixels[b * batch : (b + 1) * batch]
+        x = normalize(batch_pixels, network.config, out=inputs[: len(batch_pixels)])
         y = labels[b * batch : (b + 1) * batch]
         loss, _, logits = network.loss_and_grads(x, y, config.label_smoothing)
         if not math.isfinite(loss):
