@@ -105,7 +105,7 @@ def predict(
 
     from flows.cli import run_flow_command
 
-    summary, _ = run_flow_command(verbose, load)
+    summary, _ = run_flow_command(verbose, load, preload=_preload)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -116,6 +116,17 @@ def predict(
         f"  {summary['images']} images in {summary['seconds']:.1f} s "
         f"({summary['images_per_second']:.0f}/s); labels {histogram}"
     )
+
+
+def _preload() -> None:
+    """What the flow would otherwise import on first use, done while the server boots: Prefect's
+    task engine (on the first task submitted) and pyarrow's lazy imports (on the first part
+    merged in this process)."""
+    import prefect.task_engine  # noqa: F401
+
+    from netcore.batch import warm_up
+
+    warm_up()
 
 
 def _task_runner(kind: str, workers: int, address: str | None) -> Any:

@@ -26,13 +26,10 @@ _lock = threading.Lock()
 
 
 def _ready() -> None:
-    """Import the scoring code now, not on the first shard (pyarrow imports pandas on its first
-    array: most of a second)."""
-    import pyarrow
+    """Import and exercise the scoring code now, not on the first shard."""
+    from netcore.batch import warm_up
 
-    import netcore.batch  # noqa: F401
-
-    pyarrow.array([0])
+    warm_up()
 
 
 def quiet_pillow() -> None:

@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -118,6 +119,17 @@ def score_shard(job: ShardJob, map_chunks: Callable = map) -> ShardResult:
         write(table)
     failed = table.num_rows - table.column("error").null_count
     return ShardResult(job.number, table.num_rows - failed, failed)
+
+
+def warm_up() -> None:
+    """Write, read back and count one row, as scoring and merging do. pyarrow imports pandas and
+    more on first use (most of a second): this moves that cost out of the first shard, to where
+    the time is free (a worker's start-up, the flow process's wait for its Prefect server)."""
+    with tempfile.TemporaryDirectory() as folder:
+        part = Path(folder) / "warm-up.parquet"
+        with atomic_writer(part) as write:
+            write(prediction_table(["warm-up.png"], np.full((1, CLASSES), 0.1), [None], ""))
+        Merge(lambda table: None).add(part)
 
 
 @dataclass

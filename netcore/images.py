@@ -10,6 +10,8 @@ Two steps, the second being how MNIST itself was prepared (LeCun et al.):
    40000x40000 pixels) is refused, not decoded; palette, 16-bit and 32-bit images are scaled to
    their real range (Pillow's own 16-bit -> 8-bit conversion clips); a transparent background
    becomes background, never ink; huge images are reduced to at most WORK_SIDE pixels a side.
+   Plain 8-bit grayscale PNG files (MNIST-like crops) take a fast path (netcore.png) that gives
+   the same pixels for about a quarter of the CPU.
 2. `mnist_style` finds the background (the densest half of the pixel values), puts ink bright
    on dark (black-on-white paper, scans and Paint drawings are inverted), removes the background
    level and its noise, stretches the ink to full contrast, crops to the ink's bounding box,
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from netcore.errors import ImageError
+from netcore.png import plain_gray_png
 
 # File names scored as images (compared lower-case); everything else is skipped.
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -51,6 +54,8 @@ BOX, SIDE, CENTRE = 20, 28, 14
 MIN_CONTRAST = 0.1
 # Pixels less than this many background spreads above the background level are noise.
 NOISE_MARGIN = 3.0
+# Files up to this size are read whole first, for the fast path of plain grayscale PNG.
+SMALL_FILE_BYTES = 1 << 20
 # Small images are normalized together, this many pixels at a time (vectorized per size).
 BATCH_PIXELS = 1 << 22
 
@@ -75,8 +80,13 @@ def read_gray(
         with _opened(_open_binary, str(file)) as stream:
             return read_gray(stream, name, max_pixels)
     try:
-        if file.read(1) == b"":
+        head = file.read(SMALL_FILE_BYTES + 1)
+        if head == b"":
             raise ImageError(name, "empty file")
+        if len(head) <= SMALL_FILE_BYTES:
+            pixels = plain_gray_png(head, max_pixels, WORK_SIDE)
+            if pixels is not None:
+                return pixels
         file.seek(0)
         with Image.open(file, formats=FORMATS) as image:
             _check_size(image, name, max_pixels)

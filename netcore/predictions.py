@@ -115,5 +115,11 @@ def _table_writer(suffix: str, stream: BinaryIO) -> Iterator[Callable[[pa.Table]
 
 
 def read_part(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """A Parquet file in the prediction layout (all columns, or `columns`)."""
-    return pq.read_table(path, columns=list(columns) if columns else None, schema=SCHEMA)
+    """A Parquet file in the prediction layout (all columns, or `columns`).
+
+    Read through ParquetFile, not pq.read_table: that one imports pyarrow.dataset on its first
+    call, half a second of a batch-prediction flow on 10,000 files (measured)."""
+    names = list(columns) if columns else SCHEMA.names
+    with pq.ParquetFile(path) as part:
+        table = part.read(columns=names)
+    return table.cast(pa.schema([SCHEMA.field(name) for name in names]))

@@ -29,6 +29,7 @@ from netcore.images import (
     read_gray,
 )
 from netcore.mnist import read_parquet
+from tests.png_files import chunk
 
 # Mean absolute difference (0-255 levels) between two different MNIST digits is about 40; a
 # digit that went through resampling, JPEG and re-centring stays well under this.
@@ -183,10 +184,6 @@ def test_a_tight_crop_keeps_its_polarity(digits: np.ndarray, tmp_path: Path) -> 
             assert mad(load_digit(crop), digit) < 12, index
             checked += 1
     assert checked > 40
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def png_claiming(width: int, height: int) -> bytes:
