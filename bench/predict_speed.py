@@ -16,10 +16,11 @@ Each repeat measures, one after the other (so a busy machine slows all alike):
                             first shard submitted to the last merged: the flow without its fixed
                             costs, what a large folder approaches)
 It reports the median and the best of each, and the flow's rate as a fraction of the two-process
-raw decode rate (target >= 80%), with the load average: other work on the machine shows there,
-and the best of the repeats is the least disturbed. Last, where a worker's time goes: CPU time
-per image in this process (least of 9 passes over 2,000 files, so less disturbed by other work)
-for the raw decode and for each step of scoring a shard.
+raw decode rate (target >= 80%): the verdict uses the median of each repeat's own ratio, since
+this machine's speed drifts by tens of percent from minute to minute and both halves of a repeat
+are measured seconds apart. The load average shows other work on the machine. Last, where a
+worker's time goes: CPU time per image in this process (least of 9 passes over 2,000 files, so
+less disturbed by other work) for the raw decode and for the steps of scoring a shard.
 """
 
 from __future__ import annotations
@@ -112,6 +113,17 @@ def main() -> None:
             )
     medians = {name: statistics.median(values) for name, values in results.items()}
     best = {name: max(values) for name, values in results.items()}
+
+    def ratios(name: str) -> dict[str, float]:
+        """Against the 2-process decode: per repeat (the two measured a few seconds apart, so
+        a machine whose speed drifts slows both alike), then of the medians and of the bests."""
+        paired = [a / b for a, b in zip(results[name], results["raw_2"], strict=True)]
+        return {
+            "median_of_repeats": round(statistics.median(paired), 3),
+            "median": round(medians[name] / medians["raw_2"], 3),
+            "best": round(best[name] / best["raw_2"], 3),
+        }
+
     costs = cpu_costs(folder, paths)
     report = {
         "images": len(paths),
@@ -121,14 +133,8 @@ def main() -> None:
         "load_average_after": load_average(),
         "median_images_per_second": {k: round(v) for k, v in medians.items()},
         "best_images_per_second": {k: round(v) for k, v in best.items()},
-        "flow_vs_raw_2": {
-            "median": round(medians["flow"] / medians["raw_2"], 3),
-            "best": round(best["flow"] / best["raw_2"], 3),
-        },
-        "scoring_vs_raw_2": {
-            "median": round(medians["scoring"] / medians["raw_2"], 3),
-            "best": round(best["scoring"] / best["raw_2"], 3),
-        },
+        "flow_vs_raw_2": ratios("flow"),
+        "scoring_vs_raw_2": ratios("scoring"),
         "target": TARGET,
         "runs": {k: [round(v) for v in values] for k, values in results.items()},
     }
@@ -152,10 +158,11 @@ def main() -> None:
         print(f"  {label:<40} {medians[key]:>9,.0f} {best[key]:>9,.0f}")
     for name in ("flow", "scoring"):
         ratio = report[f"{name}_vs_raw_2"]
-        verdict = "met" if ratio["median"] >= TARGET else "NOT met"
+        verdict = "met" if ratio["median_of_repeats"] >= TARGET else "NOT met"
         print(
-            f"  {name} / 2-process decode: median {ratio['median']:.0%}, best {ratio['best']:.0%} "
-            f"(target >= {TARGET:.0%}: {verdict})"
+            f"  {name} / 2-process decode: median of the repeats' ratios "
+            f"{ratio['median_of_repeats']:.0%}; of the medians {ratio['median']:.0%}, "
+            f"of the bests {ratio['best']:.0%} (target >= {TARGET:.0%}: {verdict})"
         )
     print(f"CPU per image in one process (least of {PASSES} passes over 2,000 files):")
     for name, microseconds in costs.items():
@@ -163,8 +170,10 @@ def main() -> None:
 
 
 def cpu_costs(folder: Path, paths: list[str]) -> dict[str, float]:
-    """Microseconds of CPU per image: raw decode, then the scoring steps, each including the
-    previous ones (one process; least of PASSES passes over 2,000 files)."""
+    """Microseconds of CPU per image (one process; least of PASSES passes over 2,000 files): the
+    raw decode; read_gray, one file at a time; load_digits, which reads files as read_gray does
+    but unfilters plain PNG rows many files at once, then normalizes MNIST-style; score_shard,
+    which is load_digits plus the network and the part file."""
     files = [str(Path(p).relative_to(folder)) for p in paths[:2000]]
     opener = LocalFiles(folder)
     published = load_published(bench_registry())
@@ -179,9 +188,9 @@ def cpu_costs(folder: Path, paths: list[str]) -> dict[str, float]:
 
     steps = {
         "raw decode (Image.open + load)": lambda: decode(paths[:2000]),
-        "+ grayscale array (read_gray)": grays,
-        "+ MNIST-style (load_digits)": lambda: load_digits(files, opener),
-        "+ network and part file (score_shard)": lambda: score_shard(job),
+        "read_gray, one file at a time": grays,
+        "load_digits (batched decode + MNIST-style)": lambda: load_digits(files, opener),
+        "score_shard (+ network and part file)": lambda: score_shard(job),
     }
     # One BLAS thread, as in the worker processes: process_time would count idle BLAS threads.
     with threadpool_limits(1):
