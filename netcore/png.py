@@ -56,6 +56,7 @@ def parse_plain_gray(data: bytes, max_pixels: int, max_side: int) -> PlainGray |
     anything else (see the module docstring)."""
     if not data.startswith(SIGNATURE):
         return None
+    view = memoryview(data)  # chunks are looked at in place, not copied
     size, idat, position = None, [], len(SIGNATURE)
     while True:
         if position + 8 > len(data):
@@ -64,10 +65,11 @@ def parse_plain_gray(data: bytes, max_pixels: int, max_side: int) -> PlainGray |
         body_end = position + 8 + length
         if body_end + 4 > len(data):
             return None
-        body = data[position + 8 : body_end]
+        # The CRC covers the chunk's type and body, which lie side by side.
         (crc,) = struct.unpack_from(">I", data, body_end)
-        if zlib.crc32(body, zlib.crc32(kind)) != crc:
+        if zlib.crc32(view[position + 4 : body_end]) != crc:
             return None
+        body = view[position + 8 : body_end]
         if kind == b"IHDR" and length == 13:
             width, height, *layout = struct.unpack(">IIBBBBB", body)
             if tuple(layout) != PLAIN_GRAY or not 0 < width * height <= max_pixels:
