@@ -6,13 +6,15 @@ Two cheap ways to show a small network more digits than the 60k it has:
   the 60k training set here, in two threads), so a few copies are made before training starts.
 - `EpochBuilder`: each epoch, every training image is drawn from the original or one of its
   distorted copies, and shifted by a random whole number of pixels. Shifting image by image costs
-  more than the training step itself in NumPy, so the epoch is written into one reused uint8
-  buffer with images grouped by shift: (2s+1)^2 large slicing copies (about 0.06 s for 60k).
+  more than the training step itself in NumPy, so the epoch is written into a uint8 buffer with
+  images grouped by shift: (2s+1)^2 large slicing copies (about 0.06-0.08 s for 60k), which the
+  trainer runs in a background thread for the next epoch while the current one trains.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -92,10 +94,22 @@ def _distort_chunk(
     return out.reshape(rows * cols, h, w)[:n]
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch's images are: row i is pool image `source[i]`, shifted by `shift_ids[i]`
+    (an index into the (2 max_shift + 1)^2 shifts; None without shifts)."""
+
+    source: np.ndarray
+    shift_ids: np.ndarray | None
+
+
 class EpochBuilder:
     """Builds each epoch's training images from a pool: the originals plus `copies` (distorted
     versions of them, each `(n, side, side)`), every image shifted at random by up to `max_shift`
-    pixels along each axis, zeros (background) moving in at the edges."""
+    pixels along each axis, zeros (background) moving in at the edges.
+
+    Drawing (`draw`, all the randomness) and copying (`assemble`, most of the time) are separate,
+    so that the trainer can draw in order and copy the next epoch in the background."""
 
     def __init__(self, pixels: np.ndarray, max_shift: int, copies: list[np.ndarray] = ()):
         n = len(pixels)
@@ -110,24 +124,40 @@ class EpochBuilder:
             self.pool[
                 variant * n : (variant + 1) * n, pad : pad + self.side, pad : pad + self.side
             ] = images.reshape(n, self.side, self.side)
-        self.buffer = np.empty((n, self.side, self.side), dtype=np.uint8)
 
-    def build(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Images `(len(order), side * side)` uint8: row i is a random variant of image
-        order[i], randomly shifted."""
-        out = self.buffer[: len(order)]
+    def new_buffer(self) -> np.ndarray:
+        """Room for one epoch's images `(n, side, side)` uint8."""
+        return np.empty((self.n, self.side, self.side), dtype=np.uint8)
+
+    def draw(self, order: np.ndarray, rng: np.random.Generator) -> EpochPlan:
+        """Row i will be a random variant of image order[i], randomly shifted."""
         source = order
         if self.variants > 1:
             source = order + self.n * rng.integers(0, self.variants, size=len(order))
         if not self.max_shift:
-            np.take(self.pool, source, axis=0, out=out)
-            return out.reshape(len(order), -1)
+            return EpochPlan(source, None)
         span = 2 * self.max_shift + 1
-        shift_ids = rng.integers(0, span * span, size=len(order))
-        positions = np.argsort(shift_ids, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(shift_ids, minlength=span * span))])
+        return EpochPlan(source, rng.integers(0, span * span, size=len(order)))
+
+    def assemble(self, plan: EpochPlan, buffer: np.ndarray) -> np.ndarray:
+        """The planned images `(len(plan.source), side * side)` uint8, written into `buffer`."""
+        count = len(plan.source)
+        out = buffer[:count]
+        if plan.shift_ids is None:
+            np.take(self.pool, plan.source, axis=0, out=out)
+            return out.reshape(count, -1)
+        span = 2 * self.max_shift + 1
+        # One slicing copy per shift, for all the images that got it.
+        positions = np.argsort(plan.shift_ids, kind="stable")
+        counts = np.bincount(plan.shift_ids, minlength=span * span)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
         for shift_id in range(span * span):
             where = positions[bounds[shift_id] : bounds[shift_id + 1]]
             top, left = divmod(shift_id, span)
-            out[where] = self.pool[source[where], top : top + self.side, left : left + self.side]
-        return out.reshape(len(order), -1)
+            rows = self.pool[plan.source[where], top : top + self.side, left : left + self.side]
+            out[where] = rows
+        return out.reshape(count, -1)
+
+    def build(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`draw`, then `assemble` into a fresh buffer."""
+        return self.assemble(self.draw(order, rng), self.new_buffer())
