@@ -13,7 +13,8 @@ Two cheap ways to show a small network more digits than the 60k it has:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,3 +162,31 @@ class EpochBuilder:
     def build(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """`draw`, then `assemble` into a fresh buffer."""
         return self.assemble(self.draw(order, rng), self.new_buffer())
+
+    def ahead(
+        self, rng: np.random.Generator, first: int, stop: int
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict]]:
+        """For epochs first..stop-1: (epoch, shuffled order, images `(n, side * side)`, the
+        generator's state right after this epoch's draws: what a checkpoint after it must hold).
+
+        The next epoch's images are copied in a background thread (numpy releases the GIL while
+        copying) while the caller trains on these, into the other of two buffers; everything
+        random is drawn here, in order, so `rng` gives the sequence a plain loop would."""
+        if first >= stop:
+            return
+        buffers = (self.new_buffer(), self.new_buffer())
+        with ThreadPoolExecutor(max_workers=1) as background:
+
+            def prepare(epoch: int) -> tuple[np.ndarray, Future, dict]:
+                order = rng.permutation(self.n)
+                plan = self.draw(order, rng)
+                images = background.submit(self.assemble, plan, buffers[epoch % 2])
+                return order, images, rng.bit_generator.state
+
+            upcoming = prepare(first)
+            for epoch in range(first, stop):
+                order, images, state = upcoming
+                pixels = images.result()
+                if epoch + 1 < stop:
+                    upcoming = prepare(epoch + 1)
+                yield epoch, order, pixels, state

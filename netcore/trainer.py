@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,67 +129,52 @@ def train(
 
     n = len(train_labels)
     stopped_early = False
-    buffers = (epochs.new_buffer(), epochs.new_buffer())
-    # The next epoch's images are copied in a background thread (numpy releases the GIL while
-    # copying) while this one trains with one BLAS thread: the other core was idle. Everything
-    # random is drawn here, in order, so the generator's sequence is the one a plain loop draws.
-    with ThreadPoolExecutor(max_workers=1) as background:
+    # The next epoch's images are copied in the background while this one trains.
+    planned = epochs.ahead(rng, start_epoch, config.epochs)
+    started = time.perf_counter()  # each epoch's clock includes waiting for its images
+    for epoch, order, epoch_pixels, rng_state in planned:
+        if config.early_stopping_patience and stale_epochs >= config.early_stopping_patience:
+            stopped_early = True
+            break
+        loss_sum, correct = train_epoch(
+            network, optimizer, epoch_pixels, train_labels[order], epoch, config
+        )
 
-        def prepare(epoch: int) -> tuple[np.ndarray, Future, dict]:
-            """(order, future images, the generator's state once they are drawn: what a checkpoint
-            after this epoch holds)."""
-            order = rng.permutation(n)
-            plan = epochs.draw(order, rng)
-            images = background.submit(epochs.assemble, plan, buffers[epoch % 2])
-            return order, images, rng.bit_generator.state
-
-        upcoming = prepare(start_epoch) if start_epoch < config.epochs else None
-        for epoch in range(start_epoch, config.epochs):
-            if config.early_stopping_patience and stale_epochs >= config.early_stopping_patience:
-                stopped_early = True
-                break
-            started = time.perf_counter()
-            order, images, rng_state = upcoming
-            epoch_pixels = images.result()
-            if epoch + 1 < config.epochs:
-                upcoming = prepare(epoch + 1)
-            loss_sum, correct = train_epoch(
-                network, optimizer, epoch_pixels, train_labels[order], epoch, config
-            )
-
-            val_accuracy = val_loss = None
-            if val_x is not None:
-                val_loss, val_accuracy = evaluate_split(network, val_x, val_y)
-                if val_accuracy > best_accuracy:
-                    best_accuracy, best_epoch, stale_epochs = val_accuracy, epoch + 1, 0
-                    best = {k: v.copy() for k, v in network.params.items()}
-                else:
-                    stale_epochs += 1
+        val_accuracy = val_loss = None
+        if val_x is not None:
+            val_loss, val_accuracy = evaluate_split(network, val_x, val_y)
+            if val_accuracy > best_accuracy:
+                best_accuracy, best_epoch, stale_epochs = val_accuracy, epoch + 1, 0
+                best = {k: v.copy() for k, v in network.params.items()}
             else:
-                best_epoch = epoch + 1
-            stats = EpochStats(
-                epoch=epoch + 1,
-                loss=loss_sum / n,
-                train_accuracy=correct / n,
-                validation_accuracy=val_accuracy,
-                validation_loss=val_loss,
-                seconds=time.perf_counter() - started,
-                learning_rate=learning_rate(epoch + 1, config),
-            )
-            history.append(stats)
-            if checkpoint_path is not None:
-                state = {
-                    "identity": run_identity,
-                    "rng": rng_state,
-                    "history": [asdict(h) for h in history],
-                    "best_accuracy": best_accuracy,
-                    "best_epoch": best_epoch,
-                    "stale_epochs": stale_epochs,
-                    "epochs_done": epoch + 1,
-                }
-                save_checkpoint(checkpoint_path, network.params, optimizer.velocity, best, state)
-            if on_epoch is not None:
-                on_epoch(stats)
+                stale_epochs += 1
+        else:
+            best_epoch = epoch + 1
+        stats = EpochStats(
+            epoch=epoch + 1,
+            loss=loss_sum / n,
+            train_accuracy=correct / n,
+            validation_accuracy=val_accuracy,
+            validation_loss=val_loss,
+            seconds=time.perf_counter() - started,
+            learning_rate=learning_rate(epoch + 1, config),
+        )
+        history.append(stats)
+        if checkpoint_path is not None:
+            state = {
+                "identity": run_identity,
+                "rng": rng_state,
+                "history": [asdict(h) for h in history],
+                "best_accuracy": best_accuracy,
+                "best_epoch": best_epoch,
+                "stale_epochs": stale_epochs,
+                "epochs_done": epoch + 1,
+            }
+            save_checkpoint(checkpoint_path, network.params, optimizer.velocity, best, state)
+        if on_epoch is not None:
+            on_epoch(stats)
+        started = time.perf_counter()
+    planned.close()  # stops the background thread now, not when collected
 
     if best is not None:  # keep the best validation epoch's weights
         for name, value in best.items():
