@@ -47,7 +47,7 @@ label, confidence, prob_0..prob_9, error, model_version. Other files are skipped
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Shards scored at once (processes, or Dask workers). [default: the cores available]",
+    help="Worker processes (or Dask workers) scoring in parallel. [default: the cores available]",
 )
 @click.option(
     "--task-runner",

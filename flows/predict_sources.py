@@ -3,7 +3,7 @@ image source (a local folder, or any fsspec URL), the default output path, and t
 No Prefect here, so `digitflow predict` checks its arguments before Prefect even starts.
 
     source, output = check_arguments("scans/", None)   # -> DIGITFLOW_HOME/predictions/scans.parquet
-    for files in shards(source.listing(skipped), 2000, done): ...
+    for files in shards(source.listing(skipped), 5000, workers, done): ...
 """
 
 from __future__ import annotations

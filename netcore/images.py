@@ -331,7 +331,7 @@ def load_digits(
             continue
         pending.append(index)
         grays.append(gray)
-        budget += gray.width * gray.height if isinstance(gray, PlainGray) else gray.size
+        budget += gray.size
         if budget >= BATCH_PIXELS:
             _flush(pending, grays, pixels, problems)
             budget = 0

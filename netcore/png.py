@@ -50,6 +50,11 @@ class PlainGray:
     height: int
     rows: bytes
 
+    @property
+    def size(self) -> int:
+        """Pixels, as `ndarray.size` counts them for a decoded image."""
+        return self.width * self.height
+
 
 def parse_plain_gray(data: bytes, max_pixels: int, max_side: int) -> PlainGray | None:
     """The inflated rows of a plain 8-bit grayscale PNG held in `data`, or None when the file is
