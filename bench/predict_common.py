@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from flows.registry import list_versions, publish
+from flows.registry.versions import list_versions, publish
 from netcore.config import NetworkConfig
 from netcore.network import Network
 from netcore.weights import save_model

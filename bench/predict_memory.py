@@ -31,7 +31,7 @@ from bench.predict_common import (
     predict_env,
     write_folder,
 )
-from netcore.batch import DEFAULT_SHARD_SIZE
+from flows.predict.shards import DEFAULT_SHARD_SIZE
 
 LIMIT_MB = 1024
 

@@ -45,10 +45,11 @@ from bench.predict_common import (
     run_predict,
     write_folder,
 )
-from flows.registry import load_published
-from netcore.batch import ModelPayload, ShardJob, WorkFolder, score_shard
+from flows.predict.score import ModelPayload, ShardJob, score_shard
+from flows.predict.shards import WorkFolder
+from flows.predict.sources import LocalFiles
+from flows.registry.versions import load_published
 from netcore.images import load_digits, read_gray
-from netcore.scan import LocalFiles
 
 TARGET = 0.8
 # Passes for the CPU cost of each step: the least is the one other work disturbed least.

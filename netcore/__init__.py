@@ -1,20 +1,26 @@
-"""netcore: a digit classifier written from scratch in NumPy, and everything around it.
+"""netcore: a digit classifier written from scratch in NumPy, and its input contract.
 
-Pure library (numpy, Pillow, pyarrow, safetensors; never Prefect). One idea per module:
+Pure library (numpy, Pillow, pyarrow, safetensors; never Prefect, never flows). One idea per
+module:
 
-    config       NetworkConfig / TrainConfig dataclasses, saved as JSON next to the weights
     network      the MLP: forward, hand-written backward, predict
     activations  hidden activations by name;  losses: softmax + cross-entropy by name
     optim        SGD with momentum / Nesterov and weight decay
     schedules    learning-rate schedules (constant, step, cosine with warmup)
-    augment      random-shift augmentation, built once per epoch
-    trainer      the training loop, checkpoints and resume, early stopping
-    weights      model.safetensors + config.json, verified on load
+    augment      distorted copies (rotation, zoom, shear) and random shifts, per epoch
+    trainer      the training loop, checkpoints and bit-identical resume, early stopping
+    checkpoint   the training state as one safetensors file
+    config       NetworkConfig / TrainConfig dataclasses, saved as JSON next to the weights
+    weights      model.safetensors + config.json, verified on load (nothing is unpickled)
     metrics      accuracy, confusion matrix, precision / recall
-    mnist        the Hugging Face MNIST Parquet layout -> uint8 arrays
+    mnist        the Hugging Face MNIST Parquet layout: validated, decoded to uint8 arrays
+    images       any image file -> MNIST-style 28x28 pixels (decoding, normalization)
+    png          the fast path for plain grayscale PNG; PNG headers
     preprocess   pixel scaling shared by training and inference
+    io           atomic file writes (fsync, rename) and sha256 hashing
+    errors       the exceptions with a one-line message for users
 
-Quick start (python -m netcore.train_mnist --help runs it on real MNIST):
+Quick start:
 
     from netcore import Network, NetworkConfig, TrainConfig, train
     net = Network(NetworkConfig(), np.random.default_rng(0))

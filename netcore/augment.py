@@ -2,13 +2,13 @@
 
 Two cheap ways to show a small network more digits than the 60k it has:
 - `distorted_copy`: every image rotated, scaled and sheared by its own random small amount. One
-  Pillow MESH transform over a mosaic of all images does this at C speed (about 1.3 s per copy of
-  the 60k training set here, in two threads), so a few copies are made before training starts.
+  Pillow MESH transform over a mosaic of all images does this at C speed (seconds per copy of
+  the 60k training set, docs/benchmarks.md), so a few copies are made before training starts.
 - `EpochBuilder`: each epoch, every training image is drawn from the original or one of its
   distorted copies, and shifted by a random whole number of pixels. Shifting image by image costs
   more than the training step itself in NumPy, so the epoch is written into a uint8 buffer with
-  images grouped by shift: (2s+1)^2 large slicing copies (about 0.06-0.08 s for 60k), which the
-  trainer runs in a background thread for the next epoch while the current one trains.
+  images grouped by shift: (2s+1)^2 large slicing copies, which the trainer runs in a background
+  thread for the next epoch while the current one trains.
 """
 
 from __future__ import annotations

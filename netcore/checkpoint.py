@@ -3,14 +3,13 @@
 Tensors: the parameters (`param/<name>`), the momentum vector (`velocity`) and, with early
 stopping, the best epoch's parameters (`best/<name>`). The file's metadata holds the training
 state as JSON: epochs done, the random generator's exact state, the history so far, and both
-configs (a checkpoint from a different configuration is refused). The file is written to a
-temporary name and renamed, so a crash mid-write leaves the previous checkpoint intact.
+configs (a checkpoint from a different configuration is refused). The file is written atomically
+(netcore.io), so a crash or a full disk mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from netcore.errors import ModelFileError
+from netcore.io import write_atomic
 
 
 def save_checkpoint(
@@ -28,15 +28,12 @@ def save_checkpoint(
     best: dict[str, np.ndarray] | None,
     state: dict[str, Any],
 ) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"param/{k}": v for k, v in params.items()}
     tensors["velocity"] = velocity
     if best is not None:
         tensors |= {f"best/{k}": v for k, v in best.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
-    os.replace(tmp, path)
+    metadata = {"state": json.dumps(state)}
+    write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -79,7 +79,8 @@ class TrainConfig:
     augment_shift: int = 1
     # Augmentation: this many copies of the training set, every image rotated, zoomed and sheared
     # by its own random small amount, are made once before training; each epoch draws every image
-    # from the original or one of its copies (0 turns it off; each copy costs ~1.3 s and 47 MB).
+    # from the original or one of its copies (0 turns it off; each copy costs 47 MB and seconds
+    # of CPU before the first epoch, docs/benchmarks.md).
     augment_distortions: int = 3
     # Largest rotation (degrees), relative zoom and horizontal shear factor, either way.
     distortion_degrees: float = 15.0

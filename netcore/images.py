@@ -56,7 +56,8 @@ MIN_CONTRAST = 0.1
 NOISE_MARGIN = 3.0
 # Files up to this size are read whole first, for the fast path of plain grayscale PNG (a
 # 256x256 digit is well under it). Not more: asking for 1 MB costs a 1 MB allocation per file,
-# 31 us against 6 us for 64 KB when the file has 300 bytes (measured).
+# five times the cost of the whole read of a 300-byte file (docs/benchmarks.md, "Numbers behind
+# the code").
 SMALL_FILE_BYTES = 1 << 16
 # Small images are normalized together, this many pixels at a time (vectorized per size).
 BATCH_PIXELS = 1 << 22

@@ -5,10 +5,10 @@
 
 For a file of a few hundred bytes, most of what `Image.open(path).load()` costs is Pillow's Python
 code around its decoder (format detection, the chunk reader, the tile machinery, one image object
-per file): about 45 us of CPU per MNIST file here. This path reads the chunks itself, inflates
-the image data with zlib, and leaves to Pillow's C decoder only the part that is slow in Python,
-undoing the PNG row filters, for many images at once: their rows stacked into one tall image,
-one call. About 10 us per MNIST file, measured (docs/benchmarks.md, "Batch prediction").
+per file). This path reads the chunks itself, inflates the image data with zlib, and leaves to
+Pillow's C decoder only the part that is slow in Python, undoing the PNG row filters, for many
+images at once: their rows stacked into one tall image, one call. It costs a fraction of the
+general path's CPU (docs/benchmarks.md, "Batch prediction").
 
 Stacking is exact: every PNG row carries its own filter type, and a filter only looks at the
 row above, so an all-zero row (filter 0) between two images gives the second one the zero row
@@ -33,6 +33,11 @@ import numpy as np
 from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Every PNG starts with the signature, the IHDR chunk's length (always 13) and type, then width and
+# height (4 bytes each, big-endian), bit depth and colour type: HEADER_BYTES in all.
+IHDR_START = SIGNATURE + b"\x00\x00\x00\rIHDR"
+HEADER_BYTES = len(IHDR_START) + 10
+COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 # IHDR fields after width and height that this path takes: bit depth 8, colour type 0 (gray),
 # compression 0, filter method 0, no interlace.
 PLAIN_GRAY = (8, 0, 0, 0, 0)
@@ -103,6 +108,35 @@ def parse_plain_gray(data: bytes, max_pixels: int, max_side: int) -> PlainGray |
     if len(rows) != expected or max(rows[:: width + 1]) > MAX_FILTER:
         return None
     return PlainGray(width, height, rows)
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What the first HEADER_BYTES bytes of many files say, one entry per file: whether it is a
+    PNG (`is_png`), and for those, `width`, `height`, `bit_depth` and `colour_type`."""
+
+    is_png: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    bit_depth: np.ndarray
+    colour_type: np.ndarray
+
+    def describe(self, index: int) -> str:
+        """e.g. "32x32 8-bit grayscale PNG"."""
+        colour = int(self.colour_type[index])
+        kind = COLOUR_TYPES.get(colour, f"colour type {colour}")
+        return f"{self.width[index]}x{self.height[index]} {self.bit_depth[index]}-bit {kind} PNG"
+
+
+def read_headers(starts: np.ndarray) -> Headers:
+    """The PNG headers of many files at once: `starts` `(n, HEADER_BYTES)` uint8 holds each
+    file's first bytes (zero-padded where a file is shorter: it then reads as no PNG)."""
+    is_png = np.all(starts[:, : len(IHDR_START)] == np.frombuffer(IHDR_START, np.uint8), axis=1)
+    big_endian = 256 ** np.arange(3, -1, -1)
+    offset = len(IHDR_START)
+    width = starts[:, offset : offset + 4].astype(np.int64) @ big_endian
+    height = starts[:, offset + 4 : offset + 8].astype(np.int64) @ big_endian
+    return Headers(is_png, width, height, starts[:, offset + 8], starts[:, offset + 9])
 
 
 def unfilter(images: Sequence[PlainGray]) -> list[np.ndarray]:

@@ -1,9 +1,11 @@
-"""The training loop: mini-batch SGD over shuffled, shift-augmented epochs.
+"""The training loop: mini-batch SGD over shuffled, augmented epochs.
 
     result = train(network, pixels, labels, TrainConfig(epochs=10), on_epoch=print)
 
-`pixels` are uint8 `(n, 784)` (or `(n, 28, 28)`), `labels` integers `(n,)`. Each epoch draws a fresh
-shuffle (and shifts, if `augment_shift` > 0) from a generator seeded by `config.seed`, scales each
+`pixels` are uint8 `(n, 784)` (or `(n, 28, 28)`), `labels` integers `(n,)`. Before the first epoch,
+`augment_distortions` distorted copies of the training set are made (netcore.augment); each epoch
+draws a fresh shuffle, picks every image from the original or one of its copies, and shifts it
+(if `augment_shift` > 0), all from generators seeded by `config.seed`; it scales each
 batch with the network's pixel scaling, and takes one SGD step per batch with the learning rate
 of the schedule at that fractional epoch. With `checkpoint_path`, the whole state is saved after
 every epoch, and a later call with the same configuration resumes from it and ends with

@@ -4,6 +4,8 @@
   beside the checkout). Tests that need it skip when it is absent, but fail under CI.
 - `small_mnist_dir`: a real Parquet subset (2,000 train / 500 test rows) in the same layout.
 - `prefect_harness`: one Prefect test server for the whole session (starting one costs ~10 s).
+- `untrained_registry`: a model registry holding v1, an untrained network (for tests where the
+  labels need not be right, only identical for identical inputs); read-only.
 """
 
 from __future__ import annotations
@@ -58,3 +60,10 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
     # Generous: on a busy 2-core machine the test server has been seen to need more than 60 s.
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def untrained_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.builders import untrained_registry
+
+    return untrained_registry(tmp_path_factory.mktemp("registry"))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import click
 
-from flows.cli import main
+from flows.cli.main import main
 
 HANG_SECONDS = 120
 AT_ONCE = 3

@@ -26,8 +26,8 @@ import pytest
 from PIL import Image
 
 from netcore.mnist import read_parquet
+from tests.builders import png_declaring
 from tests.reliability.footprint import changes, confined_env, outside, snapshot
-from tests.reliability.hostile import png_declaring
 from tests.reliability.processes import digitflow
 
 EPOCHS = 8

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.registry import publish
+from flows.registry.versions import publish
 
 
 def main(registry: str, payload: str, tag: str, count: str, go: str | None = None) -> None:

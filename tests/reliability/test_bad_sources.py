@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.download import download
+from flows.training.download import download
 from netcore.errors import NetcoreError
 from tests.conftest import TEST_FILE, TRAIN_FILE
 from tests.reliability.processes import assert_one_line_error, cli_env, digitflow_all

@@ -11,7 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from flows.cli import main
+from flows.cli.main import main
 from tests.reliability.cli_walk import leaves
 from tests.reliability.processes import REPO, TIMEOUT, cli_env, python_module
 

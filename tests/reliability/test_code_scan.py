@@ -160,7 +160,7 @@ def test_persisted_prefect_results_are_json() -> None:
     import flows
 
     persisted = []
-    for module in pkgutil.iter_modules(flows.__path__, "flows."):
+    for module in pkgutil.walk_packages(flows.__path__, "flows."):
         for value in vars(importlib.import_module(module.name)).values():
             if isinstance(value, Task | Flow) and value.persist_result:
                 persisted.append(value)

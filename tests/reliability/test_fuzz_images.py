@@ -25,7 +25,7 @@ from PIL import Image
 
 from netcore.errors import ImageError
 from netcore.images import WORK_SIDE, load_digits, read_gray
-from tests.reliability.hostile import png_declaring
+from tests.builders import png_declaring
 
 # Small, so the fuzzed headers reach it often; the bound scales with it.
 MAX_PIXELS = 1 << 20

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from flows.registry import load_published
+from flows.predict.sources import LocalFiles
+from flows.registry.versions import load_published
 from netcore.images import is_image_name, load_digits
 from netcore.preprocess import normalize
-from netcore.scan import LocalFiles
 from tests.reliability.conftest import DIGITS, SKIPPED
 from tests.reliability.processes import (
     DIGITFLOW,

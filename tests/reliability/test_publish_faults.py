@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.registry import ALIAS, STAGING, list_versions, load_published
+from flows.registry.versions import ALIAS, STAGING, list_versions, load_published
 from tests.reliability.processes import kill, python_module, start, wait_until
 
 KILLS = 6

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from flows.files import sha256_file
-from flows.registry import list_versions
-from flows.training import CHECKPOINT_FILE
+from flows.paths import CHECKPOINT_FILE
+from flows.registry.versions import list_versions
+from netcore.io import sha256_file
 from tests.reliability.conftest import EPOCHS
 from tests.reliability.processes import DIGITFLOW, cli_env, digitflow, kill, start, wait_until
 

@@ -1,0 +1,148 @@
+"""`digitflow predict INPUT`: score a folder of digit images with a published version.
+
+The arguments are checked first (a missing folder or an unknown output format fails at once);
+then, through flows/cli/runner.py, Prefect's embedded server, the worker processes and the
+imports all start up together. The flow itself is flows/predict/flow.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from PIL import Image
+
+from flows.cli.runner import run_flow_command
+from flows.predict.pool import worker_pool
+from flows.predict.shards import DEFAULT_SHARD_SIZE
+from flows.predict.sources import check_arguments, default_workers
+from netcore.images import DEFAULT_MAX_PIXELS
+
+
+@click.command(
+    "predict",
+    epilog="""\b
+Examples:
+  digitflow predict scans/                 # -> DIGITFLOW_HOME/predictions/scans.parquet
+  digitflow predict scans/ --model data/models@v2 --output scans.csv
+  digitflow predict s3://bucket/inbox --output inbox.jsonl --json
+  digitflow predict scans/ --resume                      # after a crash: score only what is missing
+  digitflow predict scans/ --task-runner dask --dask-address tcp://scheduler:8786
+
+Output: one row per image file (PNG, JPEG, BMP, GIF, TIFF, WebP by extension, any case): path,
+label, confidence, prob_0..prob_9, error, model_version. Other files are skipped and counted.""",
+)
+@click.argument("input")
+@click.option(
+    "--model",
+    help="REGISTRY_OR_PATH[@VERSION]: a registry (folder or fsspec URL) and version, or a version "
+    "folder. [default: DIGITFLOW_HOME/models@latest]",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="FILE.parquet, .csv or .jsonl. [default: DIGITFLOW_HOME/predictions/INPUT-NAME.parquet]",
+)
+@click.option("--resume", is_flag=True, help="Keep the shards an interrupted run finished.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes (or Dask workers) scoring in parallel. [default: the cores available]",
+)
+@click.option(
+    "--task-runner",
+    type=click.Choice(["thread", "dask"]),
+    default="thread",
+    show_default=True,
+    help="thread: Prefect's thread pool handing shards to worker processes; dask: prefect-dask.",
+)
+@click.option(
+    "--dask-address", help="An existing Dask scheduler (with --task-runner dask); else a local one."
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SHARD_SIZE,
+    show_default=True,
+    help="Files per Prefect task (memory grows with it; resume keeps whole shards).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1, Image.MAX_IMAGE_PIXELS),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse (as an error row, without decoding) images with more pixels than this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("-v", "--verbose", is_flag=True, help="Show Prefect's INFO logs on the console.")
+def predict(
+    input: str,
+    task_runner: str,
+    dask_address: str | None,
+    workers: int | None,
+    as_json: bool,
+    verbose: bool,
+    **options: Any,
+) -> None:
+    """Score every image under INPUT (a folder, recursively, or an fsspec URL)."""
+    if dask_address and task_runner != "dask":
+        raise click.UsageError("--dask-address needs --task-runner dask")
+    try:
+        check_arguments(input, options["output"])  # before anything starts
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--output'") from None
+    workers = workers or default_workers()
+
+    def load() -> tuple[Any, dict[str, Any]]:
+        if task_runner == "thread" and workers > 1:
+            worker_pool(workers)  # the workers start up while Prefect does too
+        from flows.predict.flow import predict_flow  # imports Prefect: after its settings
+
+        runner = _task_runner(task_runner, workers, dask_address)
+        parameters = {"input": input, "workers": workers}
+        parameters["worker_processes"] = task_runner == "thread"
+        return predict_flow.with_options(task_runner=runner), parameters | options
+
+    summary, _ = run_flow_command(verbose, load, preload=_preload)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    histogram = " ".join(f"{k}:{n}" for k, n in summary["histogram"].items())
+    click.echo(
+        f"scored {summary['scored']}, failed {summary['failed']}, skipped {summary['skipped']} "
+        f"with {summary['model_version']} -> {summary['output']}\n"
+        f"  {summary['images']} images in {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:.0f}/s); labels {histogram}"
+    )
+
+
+def _preload() -> None:
+    """What the flow would otherwise import on first use, done while the server boots: Prefect's
+    task engine (on the first task submitted) and pyarrow's lazy imports (on the first part
+    merged in this process)."""
+    import prefect.task_engine  # noqa: F401
+
+    from flows.predict.score import warm_up
+
+    warm_up()
+
+
+def _task_runner(kind: str, workers: int, address: str | None) -> Any:
+    if kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        # Twice the workers: while one task waits for its worker process, the next is queued.
+        return ThreadPoolTaskRunner(max_workers=2 * workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise click.UsageError(
+            "--task-runner dask needs prefect-dask: pip install 'digitflow[dask]'"
+        ) from None
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}
+    )

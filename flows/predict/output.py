@@ -1,0 +1,148 @@
+"""The batch-prediction table, and the files it is written to (never half-written).
+
+One row per image file:
+
+    path            relative to the input folder ("/"-separated)
+    label           int64, the predicted digit; null when the file could not be scored
+    confidence      float32, the predicted digit's probability; null on error
+    prob_0..prob_9  float32 class probabilities; null on error
+    error           null, or the one-line reason the file could not be scored
+    model_version   the published version that scored it
+
+    table = prediction_table(paths, probabilities, problems, "v3")
+    with atomic_writer("out/predictions.csv") as write:   # .parquet, .csv or .jsonl, any case
+        write(table)                                       # any number of tables, streamed
+    table = read_predictions(Path("out/predictions.csv"))  # any of the three, checked
+
+The writer streams into a temporary file that netcore.io.atomic_path renames over the destination
+when it is complete, so the final path holds either nothing, the old file, or the complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.json
+import pyarrow.parquet as pq
+
+from netcore.errors import DataFileError
+from netcore.io import atomic_path
+
+CLASSES = 10
+PROBABILITY_COLUMNS = [f"prob_{k}" for k in range(CLASSES)]
+SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("label", pa.int64()),
+        ("confidence", pa.float32()),
+        *[(name, pa.float32()) for name in PROBABILITY_COLUMNS],
+        ("error", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+FORMATS = (".parquet", ".csv", ".jsonl")
+
+
+def output_format(path: str | Path) -> str:
+    """The format of an output path by its extension: '.parquet', '.csv' or '.jsonl'."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"{path}: unknown output format {suffix or '(no extension)'!r}; "
+            f"name the file .parquet, .csv or .jsonl"
+        )
+    return suffix
+
+
+def prediction_table(
+    paths: Sequence[str],
+    probabilities: np.ndarray,
+    problems: Sequence[str | None],
+    model_version: str,
+) -> pa.Table:
+    """Rows for `paths`: probabilities `(n, 10)` where `problems[i]` is None, else an error row."""
+    failed = np.array([problem is not None for problem in problems], dtype=bool)
+    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(paths), CLASSES)
+    columns = [
+        pa.array(paths, pa.string()),
+        pa.array(probabilities.argmax(axis=1), pa.int64(), mask=failed),
+        pa.array(probabilities.max(axis=1), pa.float32(), mask=failed),
+        *[pa.array(probabilities[:, k], pa.float32(), mask=failed) for k in range(CLASSES)],
+        pa.array(problems, pa.string()),
+        pa.array([model_version] * len(paths), pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[Callable[[pa.Table], None]]:
+    """Yield `write(table)`; on a clean exit the file appears at `path` complete, at once."""
+    suffix = output_format(path)
+    with (
+        atomic_path(path) as temporary,
+        open(temporary, "wb") as stream,
+        _table_writer(suffix, stream) as write,
+    ):
+        yield write
+
+
+@contextmanager
+def _table_writer(suffix: str, stream: BinaryIO) -> Iterator[Callable[[pa.Table], None]]:
+    if suffix == ".parquet":
+        with pq.ParquetWriter(stream, SCHEMA) as writer:
+            yield writer.write_table
+    elif suffix == ".csv":
+        with pa.csv.CSVWriter(stream, SCHEMA) as writer:
+            yield writer.write_table
+    else:
+
+        def write_lines(table: pa.Table) -> None:
+            lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
+            stream.write(lines.encode())
+
+        yield write_lines
+
+
+def read_part(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Parquet file in the prediction layout (all columns, or `columns`).
+
+    Read through ParquetFile, not pq.read_table: that one imports pyarrow.dataset on its first
+    call, a large part of a small batch-prediction flow (docs/benchmarks.md)."""
+    names = list(columns) if columns else SCHEMA.names
+    with pq.ParquetFile(path) as part:
+        table = part.read(columns=names)
+    return table.cast(pa.schema([SCHEMA.field(name) for name in names]))
+
+
+def read_predictions(path: Path) -> pa.Table:
+    """A batch-predict output file (.parquet, .csv or .jsonl) as a table of SCHEMA; a
+    DataFileError naming the file otherwise."""
+    readers = {
+        ".parquet": pq.read_table,
+        # pyarrow's CSV writer writes a null string as an empty field.
+        ".csv": lambda file: pa.csv.read_csv(
+            file, convert_options=pa.csv.ConvertOptions(strings_can_be_null=True)
+        ),
+        ".jsonl": pa.json.read_json,
+    }
+    if not path.is_file():
+        raise DataFileError(path, "predictions file not found")
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataFileError(path, f"unknown format {path.suffix!r}; expected {', '.join(readers)}")
+    try:
+        # Read as written, then check and cast: a typed read would invent missing columns.
+        table = reader(path)
+        missing = [name for name in SCHEMA.names if name not in table.column_names]
+        if missing:
+            raise DataFileError(path, f"not batch-predict output: missing column(s) {missing}")
+        return table.select(SCHEMA.names).cast(SCHEMA)
+    except (OSError, pa.ArrowException) as error:
+        raise DataFileError(path, f"not batch-predict output ({error})") from None

@@ -1,0 +1,118 @@
+"""Score image files: the unit of work of batch prediction. No Prefect here, so a shard is scored
+in any process: a thread, a worker process (flows.predict.pool), a Dask worker.
+
+    model = ModelPayload.of("v3", network)               # the network as plain data
+    table = score_files(["a.png", "b/c.jpg"], LocalFiles("/scans"), model)   # one row per file
+    job = ShardJob(0, listing, LocalFiles("/scans"), model)   # listing: a JSON list of paths
+    result = score_shard(job, pool.map)                  # scores it, writes job.part
+
+`ModelPayload` is a version name plus the network's config and weights, which travel to worker
+processes as plain data. A shard's part file is written atomically next to its listing
+(flows.predict.shards keeps both in the work folder), so after a crash each part is complete or
+absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from flows.predict.output import CLASSES, SCHEMA, atomic_writer, prediction_table
+from flows.predict.shards import Merge
+from netcore.config import NetworkConfig
+from netcore.images import DEFAULT_MAX_PIXELS, load_digits
+from netcore.network import Network
+from netcore.preprocess import normalize
+
+# Files per call of score_files in a worker: small enough that idle workers share out the end
+# of a shard, large enough that each call's overhead (the model travels with it) stays small.
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A network as plain data (config dict + named arrays), with the version that names it."""
+
+    version: str
+    config: dict
+    params: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, version: str, network: Network) -> ModelPayload:
+        return cls(version, network.config.to_dict(), dict(network.params))
+
+    def network(self) -> Network:
+        dtype = next(iter(self.params.values())).dtype.type
+        return Network(NetworkConfig.from_dict(self.config), dtype=dtype, params=dict(self.params))
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Score the files named in `listing` (a JSON list of relative paths, opened with
+    `opener(path)`) and write their rows next to it, to `part`. Only paths and the model travel:
+    the list of names stays in its file (Prefect would otherwise inspect every name)."""
+
+    number: int
+    listing: Path
+    opener: Callable[[str], BinaryIO]
+    model: ModelPayload
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @property
+    def part(self) -> Path:
+        return self.listing.with_suffix(".parquet")
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    number: int
+    scored: int
+    failed: int
+
+
+def score_files(
+    files: Sequence[str],
+    opener: Callable[[str], BinaryIO],
+    model: ModelPayload,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> pa.Table:
+    """Decode, normalize and score `files`: one row each, errors included."""
+    network = model.network()
+    pixels, problems = load_digits(files, opener, max_pixels)
+    probabilities = network.predict_proba(normalize(pixels, network.config))
+    return prediction_table(files, probabilities, problems, model.version)
+
+
+def score_shard(job: ShardJob, map_chunks: Callable = map) -> ShardResult:
+    """Score every file of the shard, CHUNK files per call of `score_files` mapped with
+    `map_chunks` (the built-in map, or a process pool's: idle workers then take over the rest of
+    a shard, so none waits for a slow one), and write the part file."""
+    files = json.loads(job.listing.read_text())
+    chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
+    score = functools.partial(
+        score_files, opener=job.opener, model=job.model, max_pixels=job.max_pixels
+    )
+    table = pa.concat_tables(map_chunks(score, chunks)) if chunks else SCHEMA.empty_table()
+    with atomic_writer(job.part) as write:
+        write(table)
+    failed = table.num_rows - table.column("error").null_count
+    return ShardResult(job.number, table.num_rows - failed, failed)
+
+
+def warm_up() -> None:
+    """Write, read back and count one row, as scoring and merging do. pyarrow imports pandas and
+    more on first use (most of a second): this moves that cost out of the first shard, to where
+    the time is free (a worker's start-up, the flow process's wait for its Prefect server)."""
+    with tempfile.TemporaryDirectory() as folder:
+        part = Path(folder) / "warm-up.parquet"
+        with atomic_writer(part) as write:
+            write(prediction_table(["warm-up.png"], np.full((1, CLASSES), 0.1), [None], ""))
+        Merge(lambda table: None).add(part)

@@ -1,0 +1,185 @@
+"""Where batch prediction reads its images and writes its rows, checked before any work: the
+image source (a local folder or any fsspec URL, listed the same way) and the output path.
+No Prefect here, so `digitflow predict` checks its arguments before Prefect even starts.
+
+    source, output = check_arguments("scans/", None)   # -> DIGITFLOW_HOME/predictions/scans.parquet
+    skipped = collections.Counter()
+    for relative in source.listing(skipped):   # "a/3.png", "b/scan 7.JPG", ...
+        with source.opener(relative) as stream: ...
+    print(skipped)   # Counter({'not an image': 12, 'link out of the folder': 1})
+
+Listing a local folder (`scan_images`):
+- One directory at a time with os.scandir: nothing holds the whole listing, only the folders still
+  to visit. Files come in directory order (not sorted: sorting needs the whole listing).
+- Image files are matched by extension (netcore.images.EXTENSIONS, any case); every other entry
+  is counted in `skipped` under a reason, never silently dropped.
+- Symbolic links are followed only when they resolve inside the root: a link out of the folder is
+  skipped. Each directory is entered once (by device and inode), so a symlink loop cannot hang
+  the scan and a linked directory is not listed twice.
+- FIFOs, sockets and devices are skipped: opening a FIFO named x.png would block forever.
+An fsspec URL is listed with the filesystem's walk, images matched by extension alike.
+`LocalFiles(root)` and `FsspecFiles(fs, root)` open a listed file again by its relative path
+(picklable, for worker processes).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from flows.paths import default_predictions
+from flows.predict.output import output_format
+from netcore.errors import DataFileError, NetcoreError
+from netcore.images import is_image_name
+
+
+class PredictError(NetcoreError):
+    """A batch prediction could not finish (its finished shards are kept for --resume)."""
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class Source:
+    """Where the images are: `listing(skipped)` yields relative paths, `opener` opens them."""
+
+    listing: Callable[[Counter], Iterator[str]]
+    opener: Callable[[str], BinaryIO]
+    shown_as: str
+
+
+def image_source(location: str) -> Source:
+    """A local folder (file:// too), or any other fsspec URL (e.g. s3://bucket/scans)."""
+    if "://" not in location or location.startswith("file://"):
+        root = Path(location.removeprefix("file://")).resolve()
+        if not root.is_dir():
+            raise PredictError(f"{location}: no such folder")
+        return Source(lambda skipped: scan_images(root, skipped), LocalFiles(root), str(root))
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(location)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise PredictError(f"{location}: not a folder")
+    return Source(lambda skipped: _walk(fs, root, skipped), FsspecFiles(fs, root), location)
+
+
+def _walk(fs: Any, root: str, skipped: Counter) -> Iterator[str]:
+    for folder, _, files in fs.walk(root):
+        prefix = folder[len(root) :].strip("/")
+        for name in files:
+            if is_image_name(name):
+                yield f"{prefix}/{name}" if prefix else name
+            else:
+                skipped["not an image"] += 1
+
+
+class FsspecFiles:
+    """Opens files by their path relative to a root on an fsspec filesystem (picklable)."""
+
+    def __init__(self, fs: Any, root: str):
+        self.fs, self.root = fs, root
+
+    def __call__(self, relative: str) -> BinaryIO:
+        return self.fs.open(f"{self.root}/{relative}", "rb")
+
+
+def check_arguments(input: str, output: str | None) -> tuple[Source, Path]:
+    """The image source and the output path, or a PredictError / ValueError saying what is
+    wrong with them (before any work is done). A missing output folder is created."""
+    source = image_source(input)
+    output_path = Path(output) if output else default_predictions(input)
+    output_format(output_path)
+    check_writable(output_path.parent)
+    return source, output_path
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if it is missing and write (and remove) a file in it, as the output and
+    its work folder will be written there; a PredictError says why that fails."""
+    if folder.exists() and not folder.is_dir():
+        raise PredictError(f"{folder}: is a file, not a folder for the output")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PredictError(f"{folder}: cannot write the output there ({reason})") from None
+
+
+def scan_images(root: str | Path, skipped: Counter | None = None) -> Iterator[str]:
+    """Yield the relative paths ("/"-separated) of the image files under `root`; count every
+    other entry in `skipped` by reason. Raises DataFileError if `root` is not a folder."""
+    skipped = skipped if skipped is not None else Counter()
+    real_root = os.path.realpath(root)
+    try:
+        root_stat = os.stat(real_root)
+    except OSError as error:
+        raise DataFileError(root, f"cannot read the folder ({error.strerror})") from None
+    if not stat.S_ISDIR(root_stat.st_mode):
+        raise DataFileError(root, "is not a folder")
+    seen = {(root_stat.st_dev, root_stat.st_ino)}
+    pending = [("", real_root)]
+    while pending:
+        prefix, directory = pending.pop()
+        subfolders = []
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    relative = prefix + entry.name
+                    kind = _kind(entry, real_root, seen)
+                    if kind == "image":
+                        yield relative
+                    elif kind == "folder":
+                        subfolders.append((relative + "/", entry.path))
+                    else:
+                        skipped[kind] += 1
+        except OSError:
+            skipped["unreadable folder"] += 1
+        pending.extend(reversed(subfolders))
+
+
+def _kind(entry: os.DirEntry, real_root: str, seen: set) -> str:
+    """'image', 'folder', or the reason the entry is skipped. Plain entries cost no system call
+    (the type comes from the directory listing); links and folders cost one stat."""
+    try:
+        if entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            if os.path.commonpath([real_root, target]) != real_root:
+                return "link out of the folder"
+            if not os.path.exists(target):
+                return "broken link"
+        if entry.is_dir():
+            info = entry.stat()
+            identity = (info.st_dev, info.st_ino)
+            if identity in seen:
+                return "folder already listed (link loop or repeat)"
+            seen.add(identity)
+            return "folder"
+        if not entry.is_file():
+            return "not a regular file"
+    except (OSError, ValueError):
+        return "unreadable entry"
+    return "image" if is_image_name(entry.name) else "not an image"
+
+
+class LocalFiles:
+    """Opens files by their path relative to a root folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = str(root)
+
+    def __call__(self, relative: str) -> BinaryIO:
+        return open(os.path.join(self.root, relative), "rb")
+
+    def __repr__(self) -> str:
+        return f"LocalFiles({self.root!r})"

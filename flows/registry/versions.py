@@ -1,0 +1,313 @@
+"""The model registry: immutable, verifiable versions v1, v2, ... at any fsspec location.
+
+    REGISTRY/                 data/models by default; any fsspec URL, e.g. s3://bucket/models
+      v1/                     one published version, never changed after publishing
+        model.safetensors config.json metrics.json model.onnx README.md [figures/*.png]
+        manifest.json         sha256 of every other file, data hashes, provenance
+      v2/ ...
+      latest                  a text file naming the newest version, e.g. "v2"
+
+    published = publish(registry, payload_dir, describe, provenance)   # -> (version, location)
+    model = load_published("data/models@v2")   # verifies every checksum first
+    load_published("data/models/v2"); load_published()  # a version folder; the default @latest
+
+The manifest (flows/registry/manifest.py) lists every file's sha256; the files are reached
+through fsspec (flows/registry/store.py). Publishing is atomic: on a local disk the version is
+assembled in REGISTRY/.staging/ and renamed to vN, and a rename onto an existing vN fails, so
+concurrent publishers (separate processes included) each get their own number. On object stores,
+which cannot rename a folder, a version number is claimed by creating vN/.claim exclusively and
+manifest.json is written last: a version without its manifest is not published, and readers skip
+it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from flows.paths import METRICS_FILE, default_registry
+from flows.registry.manifest import MANIFEST_FILE, read_manifest, verify, write_manifest
+from flows.registry.store import (
+    RegistryError,
+    create_exclusively,
+    display,
+    is_local,
+    open_registry,
+)
+from netcore.io import write_atomic
+from netcore.network import Network
+from netcore.weights import load_model
+
+ALIAS = "latest"
+STAGING = ".staging"
+VERSION_NAME = re.compile(r"^v([1-9][0-9]*)$")
+
+
+@dataclass
+class PublishedModel:
+    version: str  # "v3"
+    location: str  # the version folder: a local path or a URL
+    network: Network
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def version_number(name: str) -> int | None:
+    match = VERSION_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _version_dirs(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
+    """Every vN folder, published or not, by number."""
+    try:
+        entries = fs.ls(root, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found = {}
+    for entry in entries:
+        number = version_number(PurePosixPath(entry["name"]).name)
+        if number is not None and entry["type"] == "directory":
+            found[number] = entry["name"]
+    return found
+
+
+def list_versions(registry: str) -> list[str]:
+    """Published versions (those with a manifest.json), oldest first."""
+    fs, root = open_registry(registry)
+    return [
+        f"v{number}"
+        for number, path in sorted(_version_dirs(fs, root).items())
+        if fs.exists(f"{path}/{MANIFEST_FILE}")
+    ]
+
+
+def _read_alias(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
+    """The version `latest` names (None without the alias); a damaged alias reads as a name no
+    version has, never as an exception."""
+    alias = f"{root}/{ALIAS}"
+    if not fs.exists(alias):
+        return None
+    try:
+        return fs.cat_file(alias).decode(errors="replace").strip()
+    except OSError as error:
+        raise RegistryError(f"{display(fs, alias)}: cannot read the alias ({error})") from None
+
+
+def version_summaries(registry: str) -> list[dict[str, Any]]:
+    """One line of facts per published version, oldest first, read from the manifests (not
+    verified: `load_published` / `digitflow models show` do that)."""
+    fs, root = open_registry(registry)
+    versions = list_versions(registry)
+    latest = _read_alias(fs, root)
+    rows = []
+    for version in versions:
+        location = display(fs, f"{root}/{version}")
+        manifest = read_manifest(location)
+        network = manifest.get("config", {}).get("network", {})
+        rows.append(
+            {
+                "version": version,
+                "latest": version == latest,
+                "published_at": manifest.get("published_at"),
+                "test_accuracy": manifest.get("test_accuracy"),
+                "layer_sizes": network.get("layer_sizes"),
+                "epochs": manifest.get("config", {}).get("training", {}).get("epochs"),
+                "location": location,
+            }
+        )
+    return rows
+
+
+def publish(
+    registry: str,
+    payload_dir: str | Path,
+    describe: Callable[[str], dict[str, str]],
+    provenance: dict[str, Any],
+) -> tuple[str, str]:
+    """Publish the files under `payload_dir`, plus the text files `describe(version)` returns
+    (e.g. a README.md that names the version), as the next version; returns (version, location).
+
+    manifest.json records `provenance`, the version, the time and the sha256 of every file."""
+    fs, root = open_registry(registry)
+    if is_local(fs):
+        version = _publish_local(Path(root), Path(payload_dir), describe, provenance)
+    else:
+        version = _publish_remote(fs, root, Path(payload_dir), describe, provenance)
+    update_alias(registry)
+    return version, display(fs, f"{root}/{version}")
+
+
+def _finish_version(
+    folder: Path, version: str, describe: Callable[[str], dict[str, str]], provenance: dict
+) -> None:
+    """Write the version-dependent files and manifest.json into a local folder (again, on a
+    retry with the next version number), then make every file read-only."""
+    for name, text in describe(version).items():
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).write_text(text)
+    write_manifest(folder, version, provenance)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)  # published files are never edited
+
+
+def _publish_local(
+    root: Path, payload: Path, describe: Callable[[str], dict[str, str]], provenance: dict
+) -> str:
+    staging = root / STAGING / uuid.uuid4().hex
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(payload, staging)
+    try:
+        while True:
+            number = max(_version_dirs(LocalFileSystem(), str(root)), default=0) + 1
+            version = f"v{number}"
+            _finish_version(staging, version, describe, provenance)
+            try:
+                # The commit and the lock in one step: rename fails if vN exists and is not empty.
+                os.rename(staging, root / version)
+                return version
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise RegistryError(f"{root / version}: cannot publish ({error})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish_remote(
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    payload: Path,
+    describe: Callable[[str], dict[str, str]],
+    provenance: dict,
+) -> str:
+    fs.makedirs(root, exist_ok=True)
+    while True:
+        version = f"v{max(_version_dirs(fs, root), default=0) + 1}"
+        claim = f"{root}/{version}/.claim"
+        fs.makedirs(f"{root}/{version}", exist_ok=True)
+        if create_exclusively(fs, claim):
+            break
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / version
+        shutil.copytree(payload, folder)
+        _finish_version(folder, version, describe, provenance)
+        names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
+        names.remove(MANIFEST_FILE)
+        for name in [*names, MANIFEST_FILE]:  # the manifest last: it marks the version complete
+            fs.put_file(str(folder / name), f"{root}/{version}/{name}")
+    fs.rm(claim)
+    return version
+
+
+@contextmanager
+def _alias_lock(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[None]:
+    if not is_local(fs):
+        yield  # object stores: last writer wins; each writer writes the newest it can see
+        return
+    with open(Path(root) / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_alias(registry: str) -> str | None:
+    """Point `latest` at the newest published version (under a lock, so that of two concurrent
+    publishers the later update cannot go back to the older version)."""
+    fs, root = open_registry(registry)
+    with _alias_lock(fs, root):
+        versions = list_versions(registry)
+        if not versions:
+            return None
+        newest = versions[-1]
+        if is_local(fs):
+            write_atomic(Path(root) / ALIAS, lambda tmp: tmp.write_text(newest + "\n"))
+        else:
+            fs.pipe_file(f"{root}/{ALIAS}", (newest + "\n").encode())
+        return newest
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """ "REGISTRY_OR_PATH[@VERSION]" -> (location, version or None); VERSION is latest, vN or N."""
+    base, at, version = spec.rpartition("@")
+    if not at or "/" in version:
+        return spec, None
+    if version == ALIAS or version_number(version) is not None:
+        return base, version
+    if version.isdigit() and int(version) > 0:
+        return base, f"v{int(version)}"
+    raise RegistryError(f"{spec}: {version!r} is not a version (use latest, v3 or 3)")
+
+
+def resolve(registry: str, version: str = ALIAS) -> str:
+    """The folder of `version` in `registry`, as a local path or a URL."""
+    fs, root = open_registry(registry)
+    published, folders = list_versions(registry), _version_dirs(fs, root)
+    if not published and not folders:
+        what = "does not exist" if not fs.exists(root) else "has no published versions"
+        raise RegistryError(
+            f"{registry}: not a model registry ({what}; expected folders v1, v2, ... each with "
+            f"a {MANIFEST_FILE}) and not a version folder"
+        )
+    if version == ALIAS:
+        if (named := _read_alias(fs, root)) is not None:
+            version = named
+        elif published:
+            version = published[-1]
+        else:
+            raise RegistryError(f"{registry}: has no published versions")
+    if version not in published:
+        if version_number(version) in folders:
+            raise RegistryError(
+                f"{display(fs, folders[version_number(version)])}/{MANIFEST_FILE}: missing; "
+                f"{version} is incomplete or damaged, not a published version"
+            )
+        raise RegistryError(
+            f"{registry}: no published version {version} "
+            f"(available: {', '.join(published) or 'none'})"
+        )
+    return display(fs, f"{root}/{version}")
+
+
+def load_published(spec: str | None = None) -> PublishedModel:
+    """Load a published version after verifying every checksum.
+
+    `spec` is "REGISTRY_OR_PATH[@VERSION]": a registry (default: the default registry) and a
+    version (default latest), or a path straight to a version folder."""
+    base, version = split_spec(spec or default_registry())
+    fs, root = open_registry(base)
+    if fs.exists(f"{root}/{MANIFEST_FILE}"):
+        if version not in (None, ALIAS):
+            raise RegistryError(f"{base} is a version folder itself; leave out '@{version}'")
+        location = display(fs, root)
+    else:
+        location = resolve(base, version or ALIAS)
+    if is_local(fs):
+        return _load_verified(location, location)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Verify and load the same bytes: a local copy, so nothing can change in between.
+        fs.get(open_registry(location)[1] + "/", tmp + "/", recursive=True)
+        return _load_verified(tmp, location)
+
+
+def _load_verified(folder: str, location: str) -> PublishedModel:
+    manifest = verify(folder, shown_as=location)
+    network = load_model(folder)
+    metrics_path = Path(folder) / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return PublishedModel(manifest.get("version", "?"), location, network, manifest, metrics)

@@ -1,0 +1,233 @@
+"""Prefect's embedded (ephemeral) API server, started before Prefect is even imported.
+
+Without PREFECT_API_URL, Prefect starts a temporary local server the first time a flow needs
+one: it imports the whole server package into the calling process and then waits for a second
+Python process to import it again and answer, seconds each (docs/benchmarks.md, "Numbers behind
+the code"). Doing the same thing ourselves, at the very start of the command, overlaps the
+server's start-up with our own imports and saves the first import altogether:
+
+    server = EmbeddedServer.start_unless_configured()   # before `import prefect`
+    ...                                                   # imports, configuration
+    with use_api(server):                                 # after `import prefect`
+        flow(...)
+
+The server is exactly the one Prefect would start (same app factory, same flags, a SQLite
+database under PREFECT_HOME), and it is stopped when the block ends. When a Prefect API is
+configured (PREFECT_API_URL in the environment or in the active Prefect profile), that server is
+used instead and the embedded one is never started, or stopped unused.
+
+`prefect_api_url()` and `server_problem(url)` tell which server is configured and whether it
+answers (`digitflow serve` and its `--check`, the Docker image's health check).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from netcore.errors import NetcoreError
+
+STARTUP_TIMEOUT_SECONDS = 120.0
+HEALTH_TIMEOUT_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class PrefectServerError(NetcoreError):
+    """The embedded Prefect server did not start."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """On Linux, a function for Popen's preexec_fn that has the kernel send the server SIGTERM
+    when this process dies, even by SIGKILL: nothing else could stop it then, and it would run
+    on for good, holding its port and database (tests/reliability/test_orphans.py). The kernel
+    ties the signal to the thread that starts the server: the CLI's main thread, so the process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+class EmbeddedServer:
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        package = importlib.util.find_spec("prefect")
+        assert package is not None and package.submodule_search_locations
+        app_dir = Path(next(iter(package.submodule_search_locations))).parent
+        # The command and flags Prefect's own SubprocessASGIServer uses for its ephemeral server.
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(app_dir),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_stop_with_parent(),
+            # Its own session: Ctrl-C in the terminal interrupts the flow, not the server that
+            # the interrupted flow still reports its end to (use_api stops it afterwards).
+            start_new_session=True,
+        )
+
+    @classmethod
+    def start_unless_configured(cls) -> EmbeddedServer | None:
+        """Start one now, unless PREFECT_API_URL is set or embedded servers are turned off."""
+        if os.environ.get("PREFECT_API_URL"):
+            return None
+        if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
+            return None
+        return cls()
+
+    def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                last = (error.strip().splitlines() or ["no output"])[-1]
+                raise PrefectServerError(
+                    f"the embedded Prefect server exited with status {self.process.returncode} "
+                    f"({last})"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise PrefectServerError(
+            f"the embedded Prefect server did not answer within {timeout:.0f} s"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def use_api(server: EmbeddedServer | None) -> Iterator[str | None]:
+    """Within the block, flows talk to the configured Prefect API if there is one, else to
+    `server` (waited for here); yields the API URL in use (None: Prefect decides)."""
+    from prefect.settings import (
+        PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+        PREFECT_API_URL,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    configured = get_current_settings().api.url
+    if server is None or configured:
+        if server is not None:
+            server.stop()
+        yield configured
+        return
+    try:
+        server.wait_until_ready()
+        # The embedded server speaks plain HTTP on 127.0.0.1: there is no certificate to check.
+        # Saying so spares each Prefect API client's SSL context certifi's CA bundle (it still
+        # loads the system's default paths), a third of their CPU cost (docs/benchmarks.md).
+        settings = {PREFECT_API_URL: server.api_url, PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}
+        with temporary_settings(updates=settings):
+            _start_events_worker()
+            try:
+                yield server.api_url
+            finally:
+                _drain_prefect_workers()
+    finally:
+        server.stop()
+
+
+def _start_events_worker() -> None:
+    """Start Prefect's events worker as part of start-up. Left to itself it starts on the first
+    event, the first task's, and builds its two API clients (their SSL contexts cost a tenth of
+    a second of CPU, docs/benchmarks.md) while the flow's first tasks run."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.instance()
+
+
+def _drain_prefect_workers(timeout: float = 10.0) -> None:
+    """Send the logs and events still queued for the API before the server goes away (as
+    Prefect's own test harness does), so nothing is lost and nothing retries at exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect API digitflow talks to: PREFECT_API_URL or the active Prefect profile."""
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url  # without importing Prefect: keeps `--check`, the health check, quick
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def server_problem(url: str | None, timeout: float = HEALTH_TIMEOUT_SECONDS) -> str | None:
+    """Why the Prefect server at `url` cannot schedule runs, or None when it answers."""
+    if not url:
+        return "PREFECT_API_URL is not set (Prefect's embedded server cannot schedule)"
+    request = urllib.request.Request(f"{url.rstrip('/')}/health")
+    if key := os.environ.get("PREFECT_API_KEY"):
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as error:
+        return f"the Prefect server at {url} answers {error.code} {error.reason}"
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"no Prefect server answers at {url} ({reason})"

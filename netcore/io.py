@@ -1,0 +1,117 @@
+"""Writing files so that a crash never leaves half of one, and hashing them: the one place for both.
+
+    with atomic_path("out/model.safetensors") as tmp:   # a hidden temporary name beside it
+        save_file(tensors, str(tmp))                     # write it any way you like
+    # now out/model.safetensors is the complete new file, on disk
+
+    write_atomic(path, lambda tmp: tmp.write_text(text))  # the same, as one call
+    write_json(path, document); write_npy(path, array)     # the common cases
+    sha256_file(path); stable_hash({"a": 1})               # hex digests
+
+The temporary file lives in the destination folder (a rename never crosses file systems), is
+flushed to the disk (fsync) before it is renamed over the destination, and the folder is synced
+after, so that after a crash or power loss the path holds the old file or the complete new one,
+never a mix. On any error, a full disk among them, the temporary file is removed and the
+destination is left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Bytes read at a time when hashing: large enough to be fast, small enough to bound memory.
+CHUNK = 1 << 20
+# Temporary files are named ".<name>.<random>.tmp" beside their destination; TEMPORARY_GLOB
+# finds the ones a killed writer left behind.
+TEMPORARY_GLOB = ".*.tmp"
+
+
+def temporary_name(path: str | Path) -> Path:
+    """A fresh hidden name beside `path` for writing it: ".<name>.<random>.tmp"."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; on a clean exit the file is synced to the
+    disk and renamed to `path` (atomic on POSIX); on an error it is removed. The destination's
+    folder is created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_name(path)
+    try:
+        yield temporary
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call `write(temporary_path)`, then put the file at `path` atomically (see atomic_path)."""
+    with atomic_path(path) as temporary:
+        write(temporary)
+    return Path(path)
+
+
+def write_json(path: str | Path, document: Any) -> Path:
+    """`document` as indented JSON, atomically."""
+    text = json.dumps(document, indent=2) + "\n"
+    return write_atomic(path, lambda temporary: temporary.write_text(text))
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Save `array` as .npy (never pickled), atomically."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as f:  # a file object: np.save would append ".npy" to the name
+            np.save(f, array, allow_pickle=False)
+
+    return write_atomic(path, write)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in CHUNK-sized blocks."""
+    with open(path, "rb") as f:
+        return sha256_stream(f)
+
+
+def sha256_stream(stream: Any) -> str:
+    """The hex sha256 of everything a binary stream (any object with `read(n)`) has left."""
+    digest = hashlib.sha256()
+    while block := stream.read(CHUNK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def stable_hash(document: Any) -> str:
+    """sha256 of a JSON-able value, independent of dict order."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def files_intact(files: Mapping[str, Mapping[str, Any]]) -> bool:
+    """True when every `{"path": ..., "sha256": ...}` entry still names a file with that hash."""
+    return all(
+        Path(entry["path"]).is_file() and sha256_file(entry["path"]) == entry["sha256"]
+        for entry in files.values()
+    )
