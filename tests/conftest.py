@@ -6,14 +6,22 @@
 - `prefect_harness`: one Prefect test server for the whole session (starting one costs ~10 s).
 - `untrained_registry`: a model registry holding v1, an untrained network (for tests where the
   labels need not be right, only identical for identical inputs); read-only.
+- `s3_server`: moto's S3-compatible server for the session (a separate process on 127.0.0.1),
+  its AWS_* variables set in this process too, so s3fs here and in child processes reaches it;
+  `s3_server.new_bucket()` makes a fresh bucket per test.
+- `dask_cluster`: a Dask scheduler and two worker processes for the module, reaching the S3
+  server (tests/servers.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import DaskCluster, S3Server
 
 # Keep Prefect quiet and local before anything imports it.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -67,3 +75,27 @@ def untrained_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tests.builders import untrained_registry
 
     return untrained_registry(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server.start(tmp_path_factory.mktemp("s3")) as server:
+        saved = {name: os.environ.get(name) for name in server.env}
+        os.environ.update(server.env)
+        try:
+            yield server
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaskCluster]:
+    env = os.environ | s3_server.env
+    with DaskCluster.start(tmp_path_factory.mktemp("dask"), workers=2, env=env) as cluster:
+        yield cluster
