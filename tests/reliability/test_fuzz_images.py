@@ -13,6 +13,7 @@ that otherwise; FUZZ_SCALE=N multiplies them. Add --hypothesis-show-statistics t
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 from pathlib import Path
@@ -34,6 +35,7 @@ MAX_PIXELS = 1 << 20
 BYTES_PER_PIXEL = 48
 SLACK = 16 << 20  # the interpreter's own allocations while an example runs
 MEMORY_BOUND = BYTES_PER_PIXEL * MAX_PIXELS + SLACK
+_LIBC = ctypes.CDLL("libc.so.6")
 
 CI = os.environ.get("CI") == "true"
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
@@ -63,7 +65,13 @@ EXTREMES = [0, 1, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]
 
 
 def peak_growth(action) -> int:
-    """Bytes by which the process's peak RSS rose above its RSS while `action()` ran."""
+    """Bytes by which the process's peak RSS rose above its RSS while `action()` ran.
+
+    Memory freed earlier in the session but still resident (Pillow's cached blocks, glibc's
+    free heap pages) would be reused without raising the peak, hiding an allocation: it is
+    handed back to the system first, so every page `action` allocates is counted."""
+    Image.core.clear_cache()
+    _LIBC.malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = _status("VmRSS")
     action()
