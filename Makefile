@@ -8,6 +8,7 @@
 #   make serve      `digitflow serve` against it: training on a schedule (ARGS="--cron ...")
 #   make docker-build / docker-train / docker-predict IN=... OUT=...   the same jobs in containers
 #   make up / down  the compose stack: PostgreSQL, Prefect server, scheduler
+#   make dask-up WORKERS=N / dask-down   a Dask scheduler and N workers (compose profile dask)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -22,7 +23,7 @@ PYTEST_SELECT := -m "not slow"
 endif
 
 .PHONY: venv train test test-all lint format bench clean
-.PHONY: server serve docker-build docker-train docker-predict up down
+.PHONY: server serve docker-build docker-train docker-predict up down dask-up dask-down
 
 venv: $(VENV)/.installed
 
@@ -102,6 +103,15 @@ up:
 
 down:
 	$(COMPOSE) down
+
+# The Dask cluster for `digitflow predict --task-runner dask --dask-address tcp://127.0.0.1:8786`
+# (tcp://dask-scheduler:8786 from containers of the stack).
+WORKERS ?= 2
+dask-up:
+	$(COMPOSE) --profile dask up --detach --scale dask-worker=$(WORKERS) dask-scheduler dask-worker
+
+dask-down:
+	$(COMPOSE) --profile dask down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

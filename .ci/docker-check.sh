@@ -31,7 +31,7 @@ step "hadolint docker/Dockerfile; every runtime dependency pinned in docker/cons
 .venv/bin/hadolint docker/Dockerfile
 .venv/bin/python docker/pin.py --check
 step "compose config (every profile)"
-$COMPOSE --profile train --profile predict config --quiet
+$COMPOSE --profile train --profile predict --profile dask config --quiet
 
 work=$(mktemp -d)
 cleanup() {

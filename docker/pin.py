@@ -1,8 +1,9 @@
 """Write docker/constraints.txt: the exact versions of digitflow's runtime dependencies.
 
 The image installs these pins, so it runs what the tests ran. Only the runtime closure of
-digitflow's own `dependencies` (their extras and environment markers included) is pinned: the
-dev and bench extras (pytest, torch, ...) and digitflow itself stay out.
+digitflow's own `dependencies` and of the extras the image installs (IMAGE_EXTRAS; their extras
+and environment markers included) is pinned: the dev and bench extras (pytest, torch, ...) and
+digitflow itself stay out.
 
     .venv/bin/python docker/pin.py > docker/constraints.txt
     .venv/bin/python docker/pin.py --check   # CI: fails when a runtime dependency is not pinned
@@ -20,6 +21,9 @@ from packaging.utils import canonicalize_name
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 CONSTRAINTS = Path(__file__).resolve().parent / "constraints.txt"
+# The extras the image installs (docker/Dockerfile): dask, for the compose `dask` profile's
+# scheduler and workers and `digitflow predict --task-runner dask`.
+IMAGE_EXTRAS = ("dask",)
 
 
 def runtime_pins(pyproject: Path = PYPROJECT) -> dict[str, str]:
@@ -28,7 +32,10 @@ def runtime_pins(pyproject: Path = PYPROJECT) -> dict[str, str]:
     The roots come from pyproject.toml itself, not from digitflow's installed metadata, which
     lags behind until the next `pip install -e .`.
     """
-    roots = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    project = tomllib.loads(pyproject.read_text())["project"]
+    extras = project["optional-dependencies"]
+    roots = project["dependencies"] + [line for extra in IMAGE_EXTRAS for line in extras[extra]]
+    roots = [line for line in roots if not line.startswith("digitflow")]
     pins: dict[str, str] = {}
     seen: set[tuple[str, str]] = set()
     pending = [(requirement, "") for requirement in roots]
