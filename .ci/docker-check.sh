@@ -9,7 +9,10 @@
 # 4. `make docker-predict` scores a folder of MNIST PNGs in a container with that version; the
 #    output must have one row per image, no errors, that version, and sensible accuracy.
 # 5. `make up` starts the compose stack (PostgreSQL, Prefect server, scheduler) and waits for its
-#    health checks; the scheduler's two deployments must be on the server; then `make down`.
+#    health checks; the scheduler's two deployments must be on the server.
+# 6. `make dask-up` adds the dask profile's scheduler and 2 workers; a version trained and 200 PNG
+#    files written into the stack's volume by its containers are scored with --task-runner dask:
+#    every file once, the shards run by the workers; then the whole stack goes down.
 # Each step prints the seconds elapsed; the whole part must stay under 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +38,7 @@ $COMPOSE --profile train --profile predict --profile dask config --quiet
 
 work=$(mktemp -d)
 cleanup() {
-  [ -z "${DOCKER_HOST:-}" ] || $COMPOSE down --volumes --timeout 10 >/dev/null 2>&1 || true
+  [ -z "${DOCKER_HOST:-}" ] || $COMPOSE --profile dask down --volumes --timeout 10 >/dev/null 2>&1 || true
   rm -rf "$work"
   ../shared/tools/docker-local.sh stop
 }
@@ -114,7 +117,7 @@ print(
     f"predict: {count} rows, accuracy {correct / count:.3f}"
 )
 EOF
-step "make up (PostgreSQL, Prefect server, scheduler), then make down"
+step "make up (PostgreSQL, Prefect server, scheduler)"
 wait "$postgres_build" || { cat "$work/postgres.log" >&2; exit 1; }
 # The classic builder shares `make docker-build`'s cache (this engine has no BuildKit plugin).
 DOCKER_BUILDKIT=0 make --silent up COMPOSE="$COMPOSE" || { $COMPOSE ps; $COMPOSE logs --tail 30; exit 1; }
@@ -147,5 +150,38 @@ for name, cron in (("mnist-training/scheduled", "0 3 * * *"), ("batch-predict/in
     assert schedules == [cron] and not found["paused"], found
     print(f"compose: {name} scheduled on {cron!r}")
 EOF
-make --silent down COMPOSE="$COMPOSE"
+step "make dask-up WORKERS=2, then digitflow predict --task-runner dask on the stack's volume"
+make --silent dask-up COMPOSE="$COMPOSE" WORKERS=2
+# A version and 200 PNG files in the stack's data volume, written by containers of the stack.
+$COMPOSE run --rm -v "$MNIST:/mnist:ro" train train --source /mnist --epochs 1 \
+  --min-accuracy 0.5 --json >"$work/compose-train.json"
+$COMPOSE run --rm -v "$MNIST:/mnist:ro" --entrypoint python train - "$IMAGES" <<'EOF'
+import pathlib
+import sys
+
+import pyarrow.parquet as pq
+
+inbox, count = pathlib.Path("/data/dask-inbox"), int(sys.argv[1])
+inbox.mkdir()
+rows = pq.read_table("/mnist/test-00000-of-00001.parquet").slice(0, count).to_pylist()
+for index, row in enumerate(rows):
+    (inbox / f"{index:05d}_{row['label']}.png").write_bytes(row["image"]["bytes"])
+EOF
+$COMPOSE run --rm predict predict /data/dask-inbox --output /data/predictions/dask.parquet \
+  --task-runner dask --dask-address tcp://dask-scheduler:8786 --shard-size 50 --json \
+  >"$work/dask-predict.json"
+.venv/bin/python - "$work" "$IMAGES" <<'EOF'
+"""Every file scored once, in shards run by the compose Dask workers."""
+import json
+import sys
+from pathlib import Path
+
+work, count = Path(sys.argv[1]), int(sys.argv[2])
+summary = json.loads((work / "dask-predict.json").read_text().strip().splitlines()[-1])
+assert (summary["scored"], summary["failed"], summary["shards"]) == (count, 0, count // 50), summary
+print(f"dask profile: {summary['scored']} files in {summary['shards']} shards")
+EOF
+[ "$($COMPOSE logs dask-worker 2>&1 | grep -c 'score-shard')" -ge $((IMAGES / 50)) ] ||
+  { echo "the shards did not run on the compose Dask workers" >&2; $COMPOSE logs dask-worker | tail -20; exit 1; }
+$COMPOSE --profile dask down --timeout 10
 step "done"
