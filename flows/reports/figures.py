@@ -5,6 +5,7 @@ pixels (see the `*_SIZE` constants and `weights_grid_size`), so pages lay out pr
 
     training_curves(history, "curves.png")            # loss and accuracy per epoch
     confusion_heatmap(confusion, "confusion.png")     # row = true class, column = predicted
+    confusion_difference(second_minus_first, "difference.png", "v2", "v3")   # two versions
     confident_mistakes(pixels, labels, probabilities, "mistakes.png")
     first_layer_weights(network.weights[0], "weights.png")
     class_histogram(labels, "classes.png"); confidence_histogram(confidences, "confidence.png")
@@ -29,6 +30,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from netcore.io import write_atomic
@@ -147,6 +149,44 @@ def confusion_heatmap(confusion: np.ndarray, path: str | Path) -> Path:
     axes.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
     axes.set_title(f"Confusion matrix ({int(confusion.sum())} test images)")
     figure.colorbar(image, ax=axes, label="share of the true class")
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
+    return _save(figure, path)
+
+
+def confusion_difference(difference: np.ndarray, path: str | Path, first: str, second: str) -> Path:
+    """Where two classifiers' confusion matrices differ (`difference` = second's minus first's,
+    row = true class): each non-zero cell coloured and counted. On the diagonal a positive count
+    is `second` getting more of that digit right; off it, more of that mistake."""
+    difference = np.asarray(difference)
+    classes = len(difference)
+    limit = max(int(np.abs(difference).max()), 1)
+    figure = _new_figure(CONFUSION_SIZE)
+    axes = figure.subplots()
+    masked = np.ma.masked_equal(difference, 0)
+    colours = colormaps["RdBu_r"].with_extremes(bad="white")
+    image = axes.imshow(masked, cmap=colours, vmin=-limit, vmax=limit)
+    for true in range(classes):
+        for predicted in range(classes):
+            count = int(difference[true, predicted])
+            if count:
+                strong = abs(count) > limit * 0.6
+                axes.text(
+                    predicted,
+                    true,
+                    f"{count:+d}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if strong else "black",
+                )
+    ticks = range(classes)
+    axes.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
+    for cell in range(classes):  # outline the diagonal: there, more is better
+        axes.add_patch(
+            Rectangle((cell - 0.5, cell - 0.5), 1, 1, fill=False, edgecolor="dimgray", lw=0.8)
+        )
+    axes.set_title(f"Confusion matrix of {second} minus {first}")
+    figure.colorbar(image, ax=axes, label=f"images, {second} minus {first}")
     figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
     return _save(figure, path)
 
