@@ -11,6 +11,7 @@ digitflow models compare v2 v3 [--json] [--output compare.html]
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,19 @@ def list_command(registry: str | None, as_json: bool) -> None:
         )
 
 
+def _move_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--alias, --reason and --registry: what every command that moves an alias takes."""
+    for option in reversed(
+        [
+            click.option("--alias", default=PRODUCTION, show_default=True, help=ALIAS_HELP),
+            click.option("--reason", default="", help="Why, recorded in the alias history."),
+            click.option("--registry", help=REGISTRY_HELP),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @models.command(
     "promote",
     epilog="""\b
@@ -86,9 +100,7 @@ Examples:
   digitflow models promote latest --alias staging --registry s3://bucket/models""",
 )
 @click.argument("version")
-@click.option("--alias", default=PRODUCTION, show_default=True, help=ALIAS_HELP)
-@click.option("--reason", default="", help="Why, recorded in the alias history.")
-@click.option("--registry", help=REGISTRY_HELP)
+@_move_options
 def promote_command(version: str, alias: str, reason: str, registry: str | None) -> None:
     """Point an alias at VERSION (v3, 3, or an alias such as latest), after verifying every
     checksum of it; the move is recorded in the alias history with you as its author."""
@@ -103,9 +115,7 @@ Examples:
   digitflow models rollback
   digitflow models rollback --alias staging --reason 'drifted on new scans'""",
 )
-@click.option("--alias", default=PRODUCTION, show_default=True, help=ALIAS_HELP)
-@click.option("--reason", default="", help="Why, recorded in the alias history.")
-@click.option("--registry", help=REGISTRY_HELP)
+@_move_options
 def rollback_command(alias: str, reason: str, registry: str | None) -> None:
     """Move an alias back to the version it named before (verified first); recorded as a move
     of its own. Rolling back again goes further back."""

@@ -51,11 +51,9 @@ def verdict(comparison: dict[str, Any]) -> str:
     return f"{better} is significantly better (p = {p_value:.2g} < {SIGNIFICANCE})"
 
 
-def comparison_markdown(comparison: dict[str, Any], title: str | None = None) -> str:
-    first, second = comparison["first"], comparison["second"]
-    discordant = comparison["only_first_right"] + comparison["only_second_right"]
-    difference = difference_text(comparison["accuracy_delta"], comparison["p_value"])
-    per_digit = [
+def _per_digit(comparison: dict[str, Any]) -> list[list[Any]]:
+    """Rows of digit, each one's recall, the difference and the number of images."""
+    return [
         [
             row["digit"],
             f"{row['first_recall']:.2%}",
@@ -65,6 +63,12 @@ def comparison_markdown(comparison: dict[str, Any], title: str | None = None) ->
         ]
         for row in comparison["per_class"]
     ]
+
+
+def comparison_markdown(comparison: dict[str, Any], title: str | None = None) -> str:
+    first, second = comparison["first"], comparison["second"]
+    discordant = comparison["only_first_right"] + comparison["only_second_right"]
+    difference = difference_text(comparison["accuracy_delta"], comparison["p_value"])
     return "\n".join(
         [
             f"## {title or f'{second} against {first}'}",
@@ -95,7 +99,7 @@ def comparison_markdown(comparison: dict[str, Any], title: str | None = None) ->
             "",
             "### Recall per digit",
             "",
-            table(["digit", first, second, "difference", "images"], per_digit),
+            table(["digit", first, second, "difference", "images"], _per_digit(comparison)),
             "",
         ]
     )
@@ -212,19 +216,10 @@ def comparison_page(
         (f"only {first_name} right", comparison["only_first_right"]),
         (f"only {second_name} right", comparison["only_second_right"]),
     ]
-    per_digit = [
-        (
-            row["digit"],
-            f"{row['first_recall']:.2%}",
-            f"{row['second_recall']:.2%}",
-            f"{row['recall_delta'] * 100:+.2f} pp",
-            row["support"],
-        )
-        for row in comparison["per_class"]
-    ]
+    headers = ("digit", first_name, second_name, "difference", "images")
     tables: list[Table] = [
         ("Summary", (), summary),
-        ("Recall per digit", ("digit", first_name, second_name, "difference", "images"), per_digit),
+        ("Recall per digit", headers, _per_digit(comparison)),
     ]
     subtitle = "exact McNemar test on the images exactly one of them got right"
     return html_page(f"{second_name} against {first_name}", subtitle, tables, items)
