@@ -113,9 +113,7 @@ def predict(
     histogram = " ".join(f"{k}:{n}" for k, n in summary["histogram"].items())
     click.echo(
         f"scored {summary['scored']}, failed {summary['failed']}, skipped {summary['skipped']} "
-        f"with {summary['model_version']}"
-        + (f" ({summary['model_alias']})" if summary["model_alias"] else "")
-        + f" -> {summary['output']}\n"
+        f"with {summary['model_version']} -> {summary['output']}\n"
         f"  {summary['images']} images in {summary['seconds']:.1f} s "
         f"({summary['images_per_second']:.0f}/s); labels {histogram}"
     )

@@ -95,8 +95,7 @@ def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -
         click.echo(
             f"published {summary['version']} -> {summary['artifact']}\n"
             f"  test accuracy {summary['test_accuracy']:.2%} (gate {summary['min_accuracy']:.2%}), "
-            f"{summary['epochs']} epochs, {summary['train_seconds']:.1f} s of training\n"
-            f"  {summary['promotion']}"
+            f"{summary['epochs']} epochs, {summary['train_seconds']:.1f} s of training"
         )
     if not summary["published"]:
         click.echo(

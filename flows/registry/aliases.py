@@ -41,12 +41,12 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
+from flows.registry.provenance import utc_now
 from flows.registry.store import (
     RegistryError,
     create_exclusively,
@@ -64,7 +64,7 @@ HISTORY_DIR = "history"
 HEAD_FORMAT = "digitflow-aliases/1"
 ACTIONS = ("promote", "rollback")
 ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-VERSION_NAME = re.compile(r"^v[1-9][0-9]*$")
+VERSION_NAME = re.compile(r"^v([1-9][0-9]*)$")  # a published version's name: v1, v2, ...
 VERSION_LIKE = re.compile(r"^v[0-9]+$")  # v0 and v007 are no versions, and no alias names either
 ENTRY_NAME = re.compile(r"^([0-9]{8})\.json$")
 ENTRY_FIELDS = {
@@ -116,10 +116,6 @@ def cli_actor() -> str:
 def flow_actor(flow_run_id: str) -> str:
     """Who moves an alias from a flow: its Prefect flow run."""
     return f"flow-run:{flow_run_id}"
-
-
-def utc_time() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def encode(entry: dict[str, Any]) -> bytes:
@@ -204,6 +200,8 @@ def _shape_problem(entry: Any) -> str | None:
             return f"field {name!r} has the wrong type"
     if entry["action"] not in ACTIONS or not VERSION_NAME.match(entry["to"]):
         return "not a history entry (unknown action or version)"
+    if not ALIAS_NAME.match(entry["alias"]) or entry["alias"] == LATEST:
+        return f"not a history entry (alias {entry['alias']!r})"
     return None
 
 
@@ -221,6 +219,7 @@ def _read(fs: fsspec.AbstractFileSystem, root: str) -> History:
     folder, head_path = _paths(fs, root)
     history = History(display(fs, folder))
     head = _read_head(fs, head_path)
+    fs.invalidate_cache(folder)  # s3fs caches listings: a writer that lost a race must see why
     try:
         listed = fs.ls(folder, detail=False)
     except (FileNotFoundError, NotADirectoryError):
@@ -357,7 +356,7 @@ def move_alias(
                 raise AliasMoved(f"{history.folder}: {alias} cannot roll back to {to} any more")
             entry = {
                 "seq": len(history.entries) + 1,
-                "time": utc_time(),
+                "time": utc_now("milliseconds"),  # moves can come milliseconds apart
                 "alias": alias,
                 "from": holder,
                 "to": to,

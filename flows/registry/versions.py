@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -43,7 +42,13 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from flows.paths import METRICS_FILE, default_registry
-from flows.registry.aliases import PRODUCTION, VERSION_LIKE, check_alias_name, read_history
+from flows.registry.aliases import (
+    PRODUCTION,
+    VERSION_LIKE,
+    VERSION_NAME,
+    check_alias_name,
+    read_history,
+)
 from flows.registry.manifest import MANIFEST_FILE, read_manifest, verify, write_manifest
 from flows.registry.store import (
     RegistryError,
@@ -60,7 +65,6 @@ from netcore.weights import load_model
 ALIAS = "latest"
 DEFAULT_ALIAS = PRODUCTION  # what a spec without @VERSION resolves to
 STAGING = ".staging"
-VERSION_NAME = re.compile(r"^v([1-9][0-9]*)$")
 
 
 @dataclass
