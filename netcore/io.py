@@ -5,6 +5,7 @@
     # now out/model.safetensors is the complete new file, on disk
 
     write_atomic(path, lambda tmp: tmp.write_text(text))  # the same, as one call
+    if write_new(path, data): ...                         # created here, or it existed: False
     write_json(path, document); write_npy(path, array)     # the common cases
     sha256_file(path); stable_hash({"a": 1})               # hex digests
 
@@ -12,7 +13,8 @@ The temporary file lives in the destination folder (a rename never crosses file 
 flushed to the disk (fsync) before it is renamed over the destination, and the folder is synced
 after, so that after a crash or power loss the path holds the old file or the complete new one,
 never a mix. On any error, a full disk among them, the temporary file is removed and the
-destination is left as it was.
+destination is left as it was. `write_new` is the same for a file that must not exist yet: it is
+linked into place instead of renamed, so of two writers exactly one creates it, complete.
 """
 
 from __future__ import annotations
@@ -72,6 +74,27 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as temporary:
         write(temporary)
     return Path(path)
+
+
+def write_new(path: str | Path, data: bytes) -> bool:
+    """Create `path` holding `data`, complete and synced, unless it exists: True when this call
+    created it, False when it was already there (its bytes are left alone). A hard link of the
+    synced temporary file is the exclusive step: it fails if `path` exists, and never shows a
+    half-written file, as creating the final name and then writing it (O_EXCL) would."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_name(path)
+    try:
+        temporary.write_bytes(data)
+        _fsync(temporary)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        _fsync(path.parent)
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, document: Any) -> Path:

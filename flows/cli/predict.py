@@ -31,13 +31,15 @@ Examples:
   digitflow predict scans/ --task-runner dask --dask-address tcp://scheduler:8786
 
 Output: one row per image file (PNG, JPEG, BMP, GIF, TIFF, WebP by extension, any case): path,
-label, confidence, prob_0..prob_9, error, model_version. Other files are skipped and counted.""",
+label, confidence, prob_0..prob_9, error, model_version, model_alias. Other files are skipped
+and counted.""",
 )
 @click.argument("input")
 @click.option(
     "--model",
-    help="REGISTRY_OR_PATH[@VERSION]: a registry (folder or fsspec URL) and version, or a version "
-    "folder. [default: DIGITFLOW_HOME/models@latest]",
+    help="REGISTRY_OR_PATH[@VERSION]: a registry (folder or fsspec URL) and a version or alias "
+    "(v3, 3, latest, production...), or a version folder. [default: DIGITFLOW_HOME/models@"
+    "production, which is latest until a first promotion]",
 )
 @click.option(
     "--output",

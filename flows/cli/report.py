@@ -11,13 +11,14 @@ from pathlib import Path
 import click
 
 from flows.paths import default_registry
+from flows.registry.aliases import PRODUCTION
 
 
 @click.command(
     "report",
     epilog="""\b
 Examples:
-  digitflow report                      # the latest version -> report.html
+  digitflow report                      # the production version -> report.html
   digitflow report v3 --registry s3://bucket/models --output v3.html
   digitflow report --predictions predictions.parquet --input scans/ --output scans.html""",
 )
@@ -49,14 +50,15 @@ def report(
     input_dir: Path | None,
     output: Path,
 ) -> None:
-    """Write one self-contained HTML page (images inlined) about a published VERSION (latest,
-    v3 or 3; default latest) or, with --predictions, about batch-predict output."""
+    """Write one self-contained HTML page (images inlined) about a published VERSION (v3, 3, or
+    an alias: production, latest...; default production, which is latest until a first
+    promotion) or, with --predictions, about batch-predict output."""
     if predictions is not None and (version or registry):
         raise click.UsageError("give either a VERSION (and --registry) or --predictions")
     if input_dir is not None and predictions is None:
         raise click.UsageError("--input goes with --predictions")
     from flows.reports.pages import write_report
 
-    spec = f"{registry or default_registry()}@{version or 'latest'}"
+    spec = f"{registry or default_registry()}@{version or PRODUCTION}"
     page = write_report(output, spec, predictions, input_dir)
     click.echo(f"wrote {output} ({len(page) / 1e6:.1f} MB; open it in a browser)")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from flows.cli.runner import run_flow_command
+from flows.registry.promotion import POLICIES
 
 EXIT_NOT_PUBLISHED = 3
 
@@ -36,9 +37,11 @@ Examples:
   digitflow train
   DIGITFLOW_MNIST_SOURCE=../shared/data/mnist digitflow train --epochs 10 --json
   digitflow train --config train.toml --hidden 256,128 --registry s3://bucket/models
+  digitflow train --epochs 1 --promote never     # publish, but leave production alone
 
 Precedence: flags, then the environment, then the --config file, then the defaults.
-Exit status: 0 published, 3 trained but below --min-accuracy (not published), 1 error.""",
+Exit status: 0 published (promoted to production or not), 3 trained but below --min-accuracy
+(not published), 1 error.""",
 )
 @click.option(
     "--source",
@@ -58,6 +61,13 @@ Exit status: 0 published, 3 trained but below --min-accuracy (not published), 1 
     help="Publish only at or above this test accuracy. [default 0.97]",
 )
 @click.option("--registry", help="Model registry: folder or fsspec URL. [DIGITFLOW_HOME/models]")
+@click.option(
+    "--promote",
+    type=click.Choice(POLICIES),
+    help="When the new version becomes production, against the current one on the same test "
+    "set (exact McNemar test, p < 0.05): never, if-better (a significant improvement), "
+    "if-not-worse (no significant regression), always. [default if-not-worse]",
+)
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), help="TOML configuration file."
 )

@@ -8,8 +8,9 @@ One row per image file:
     prob_0..prob_9  float32 class probabilities; null on error
     error           null, or the one-line reason the file could not be scored
     model_version   the published version that scored it
+    model_alias     the alias it was asked for by (production, latest...); null for a version
 
-    table = prediction_table(paths, probabilities, problems, "v3")
+    table = prediction_table(paths, probabilities, problems, "v3", "production")
     with atomic_writer("out/predictions.csv") as write:   # .parquet, .csv or .jsonl, any case
         write(table)                                       # any number of tables, streamed
     table = read_predictions(Path("out/predictions.csv"))  # any of the three, checked
@@ -45,8 +46,11 @@ SCHEMA = pa.schema(
         *[(name, pa.float32()) for name in PROBABILITY_COLUMNS],
         ("error", pa.string()),
         ("model_version", pa.string()),
+        ("model_alias", pa.string()),
     ]
 )
+# Columns that files written before they existed lack: read as nulls.
+ADDED_COLUMNS = ("model_alias",)
 FORMATS = (".parquet", ".csv", ".jsonl")
 
 
@@ -66,6 +70,7 @@ def prediction_table(
     probabilities: np.ndarray,
     problems: Sequence[str | None],
     model_version: str,
+    model_alias: str | None = None,
 ) -> pa.Table:
     """Rows for `paths`: probabilities `(n, 10)` where `problems[i]` is None, else an error row."""
     failed = np.array([problem is not None for problem in problems], dtype=bool)
@@ -77,6 +82,7 @@ def prediction_table(
         *[pa.array(probabilities[:, k], pa.float32(), mask=failed) for k in range(CLASSES)],
         pa.array(problems, pa.string()),
         pa.array([model_version] * len(paths), pa.string()),
+        pa.array([model_alias] * len(paths), pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
@@ -140,6 +146,9 @@ def read_predictions(path: Path) -> pa.Table:
     try:
         # Read as written, then check and cast: a typed read would invent missing columns.
         table = reader(path)
+        for name in ADDED_COLUMNS:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
         missing = [name for name in SCHEMA.names if name not in table.column_names]
         if missing:
             raise DataFileError(path, f"not batch-predict output: missing column(s) {missing}")

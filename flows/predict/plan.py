@@ -76,7 +76,8 @@ class PredictPlan:
 
     def jobs(self) -> Iterator[ShardJob]:
         """A ShardJob per shard of the files still to score, listed lazily."""
-        payload = ModelPayload.of(self.published.version, self.published.network)
+        published = self.published
+        payload = ModelPayload.of(published.version, published.network, published.alias)
         files = self.source.listing(self.skipped)
         listing = shards(files, self.shard_size, self.workers, self.done)
         for number, files in zip(itertools.count(), listing, strict=False):
@@ -99,6 +100,7 @@ class PredictPlan:
             "input": self.source.shown_as,
             "output": str(self.output),
             "model_version": self.published.version,
+            "model_alias": self.published.alias,
             "model": self.published.location,
             "scored": totals.scored,
             "failed": totals.failed,
@@ -120,11 +122,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     """The summary as a Markdown page (the Prefect artifact)."""
     histogram = summary["histogram"]
     reasons = ", ".join(f"{n} {why}" for why, n in summary["skipped_reasons"].items()) or "none"
+    alias = summary["model_alias"]
+    asked = f" (asked for as `{alias}`)" if alias else ""
     return "\n".join(
         [
             f"# Batch prediction: {summary['input']}",
             "",
-            f"Model **{summary['model_version']}** ({summary['model']}); "
+            f"Model **{summary['model_version']}**{asked} ({summary['model']}); "
             f"output `{summary['output']}`.",
             "",
             "| scored | failed | skipped | images/s | seconds |",

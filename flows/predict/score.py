@@ -1,12 +1,13 @@
 """Score image files: the unit of work of batch prediction. No Prefect here, so a shard is scored
 in any process: a thread, a worker process (flows.predict.pool), a Dask worker.
 
-    model = ModelPayload.of("v3", network)               # the network as plain data
+    model = ModelPayload.of("v3", network, "production")  # the network as plain data
     table = score_files(["a.png", "b/c.jpg"], LocalFiles("/scans"), model)   # one row per file
     job = ShardJob(0, listing, LocalFiles("/scans"), model)   # listing: a JSON list of paths
     result = score_shard(job, pool.map)                  # scores it, writes job.part
 
-`ModelPayload` is a version name plus the network's config and weights, which travel to worker
+`ModelPayload` is a version name (and the alias it was asked for by) plus the network's config
+and weights, which travel to worker
 processes as plain data. A shard's part file is written atomically next to its listing
 (flows.predict.shards keeps both in the work folder), so after a crash each part is complete or
 absent.
@@ -39,15 +40,17 @@ CHUNK = 500
 
 @dataclass(frozen=True)
 class ModelPayload:
-    """A network as plain data (config dict + named arrays), with the version that names it."""
+    """A network as plain data (config dict + named arrays), with the version that names it and
+    the alias it was asked for by (None when asked for by version)."""
 
     version: str
     config: dict
     params: dict[str, np.ndarray]
+    alias: str | None = None
 
     @classmethod
-    def of(cls, version: str, network: Network) -> ModelPayload:
-        return cls(version, network.config.to_dict(), dict(network.params))
+    def of(cls, version: str, network: Network, alias: str | None = None) -> ModelPayload:
+        return cls(version, network.config.to_dict(), dict(network.params), alias)
 
     def network(self) -> Network:
         dtype = next(iter(self.params.values())).dtype.type
@@ -88,7 +91,7 @@ def score_files(
     network = model.network()
     pixels, problems = load_digits(files, opener, max_pixels)
     probabilities = network.predict_proba(normalize(pixels, network.config))
-    return prediction_table(files, probabilities, problems, model.version)
+    return prediction_table(files, probabilities, problems, model.version, model.alias)
 
 
 def score_shard(job: ShardJob, map_chunks: Callable = map) -> ShardResult:

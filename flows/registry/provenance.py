@@ -28,8 +28,9 @@ PACKAGES = (
 )
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    """The time in UTC, ISO 8601, to the `timespec` (seconds, milliseconds...)."""
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def git_state() -> dict[str, str | bool | None]:

@@ -5,17 +5,22 @@ same way by every registry module.
     shown = display(fs, f"{root}/v3")                # "s3://bucket/models/v3", or a local path
     digest = sha256_on(fs, f"{root}/v3/config.json")
     if create_exclusively(fs, f"{root}/v4/.claim"): ...   # True for exactly one caller
+    with registry_lock(fs, root): ...                      # one writer at a time (local disks)
 """
 
 from __future__ import annotations
 
+import fcntl
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from netcore.errors import NetcoreError
-from netcore.io import sha256_file, sha256_stream
+from netcore.io import sha256_file, sha256_stream, write_new
 
 
 class RegistryError(NetcoreError):
@@ -45,18 +50,35 @@ def sha256_on(fs: fsspec.AbstractFileSystem, path: str) -> str:
         return sha256_stream(f)
 
 
-def create_exclusively(fs: fsspec.AbstractFileSystem, path: str) -> bool:
-    """Create `path` unless it exists; False when it did."""
-    token = uuid.uuid4().hex.encode()
+def create_exclusively(
+    fs: fsspec.AbstractFileSystem, path: str, content: bytes | None = None
+) -> bool:
+    """Create `path` holding `content` (default: a random token) unless it exists; False when it
+    did. Readers never see it half-written: on a local disk netcore.io.write_new links a synced
+    file into place; on S3 (s3fs) it is one conditional PUT (If-None-Match: *), refused when the
+    object exists. A filesystem without exclusive creation gets fsspec's check-then-write, where
+    a short race remains."""
+    content = uuid.uuid4().hex.encode() if content is None else content
+    if is_local(fs):
+        return write_new(path, content)
     try:
-        with fs.open(path, "xb") as f:
-            f.write(token)
+        fs.pipe_file(path, content, mode="create")
         return True
     except FileExistsError:
         return False
-    except (NotImplementedError, ValueError):
-        # A filesystem without exclusive creation: check, then write (a short race remains).
-        if fs.exists(path):
-            return False
-        fs.pipe_file(path, token)
-        return True
+
+
+@contextmanager
+def registry_lock(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[None]:
+    """Hold the registry's lock (REGISTRY/.lock, flock) while moving an alias. Object stores
+    have no lock: writers there rely on exclusive creation (create_exclusively) instead."""
+    if not is_local(fs):
+        yield
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

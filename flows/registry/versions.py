@@ -6,10 +6,15 @@
         manifest.json         sha256 of every other file, data hashes, provenance
       v2/ ...
       latest                  a text file naming the newest version, e.g. "v2"
+      aliases.json history/   named aliases (production, ...) and their history: aliases.py
 
     published = publish(registry, payload_dir, describe, provenance)   # -> (version, location)
     model = load_published("data/models@v2")   # verifies every checksum first
-    load_published("data/models/v2"); load_published()  # a version folder; the default @latest
+    load_published("data/models/v2"); load_published()  # a version folder; the default @production
+    load_published("data/models@latest"); load_published("data/models@staging")   # aliases
+
+`production` (what predict, report and the scheduler's inbox use by default) falls back to
+`latest` until a first promotion, so registries from before aliases keep working.
 
 The manifest (flows/registry/manifest.py) lists every file's sha256; the files are reached
 through fsspec (flows/registry/store.py). Publishing is atomic: on a local disk the version is
@@ -23,15 +28,12 @@ it.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,6 +42,13 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from flows.paths import METRICS_FILE, default_registry
+from flows.registry.aliases import (
+    PRODUCTION,
+    VERSION_LIKE,
+    VERSION_NAME,
+    check_alias_name,
+    read_history,
+)
 from flows.registry.manifest import MANIFEST_FILE, read_manifest, verify, write_manifest
 from flows.registry.store import (
     RegistryError,
@@ -47,14 +56,15 @@ from flows.registry.store import (
     display,
     is_local,
     open_registry,
+    registry_lock,
 )
 from netcore.io import write_atomic
 from netcore.network import Network
 from netcore.weights import load_model
 
 ALIAS = "latest"
+DEFAULT_ALIAS = PRODUCTION  # what a spec without @VERSION resolves to
 STAGING = ".staging"
-VERSION_NAME = re.compile(r"^v([1-9][0-9]*)$")
 
 
 @dataclass
@@ -64,6 +74,7 @@ class PublishedModel:
     network: Network
     manifest: dict[str, Any]
     metrics: dict[str, Any]
+    alias: str | None = None  # the alias it was asked for by ("production"), None for a version
 
 
 def version_number(name: str) -> int | None:
@@ -113,6 +124,9 @@ def version_summaries(registry: str) -> list[dict[str, Any]]:
     fs, root = open_registry(registry)
     versions = list_versions(registry)
     latest = _read_alias(fs, root)
+    aliases: dict[str, list[str]] = {latest: [ALIAS]} if latest else {}
+    for name, holder in read_history(registry).holders().items():
+        aliases.setdefault(holder, []).append(name)
     rows = []
     for version in versions:
         location = display(fs, f"{root}/{version}")
@@ -122,6 +136,7 @@ def version_summaries(registry: str) -> list[dict[str, Any]]:
             {
                 "version": version,
                 "latest": version == latest,
+                "aliases": aliases.get(version, []),
                 "published_at": manifest.get("published_at"),
                 "test_accuracy": manifest.get("test_accuracy"),
                 "layer_sizes": network.get("layer_sizes"),
@@ -213,24 +228,12 @@ def _publish_remote(
     return version
 
 
-@contextmanager
-def _alias_lock(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[None]:
-    if not is_local(fs):
-        yield  # object stores: last writer wins; each writer writes the newest it can see
-        return
-    with open(Path(root) / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def update_alias(registry: str) -> str | None:
     """Point `latest` at the newest published version (under a lock, so that of two concurrent
     publishers the later update cannot go back to the older version)."""
     fs, root = open_registry(registry)
-    with _alias_lock(fs, root):
+    # On object stores (no lock) the last writer wins; each writes the newest version it sees.
+    with registry_lock(fs, root):
         versions = list_versions(registry)
         if not versions:
             return None
@@ -243,19 +246,29 @@ def update_alias(registry: str) -> str | None:
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
-    """ "REGISTRY_OR_PATH[@VERSION]" -> (location, version or None); VERSION is latest, vN or N."""
-    base, at, version = spec.rpartition("@")
-    if not at or "/" in version:
+    """ "REGISTRY_OR_PATH[@NAME]" -> (location, NAME or None). NAME is a version (vN, or N for
+    short) or an alias (latest, production, any name `digitflow models promote` set)."""
+    base, at, name = spec.rpartition("@")
+    if not at or "/" in name:
         return spec, None
-    if version == ALIAS or version_number(version) is not None:
-        return base, version
-    if version.isdigit() and int(version) > 0:
-        return base, f"v{int(version)}"
-    raise RegistryError(f"{spec}: {version!r} is not a version (use latest, v3 or 3)")
+    if version_number(name) is not None or name == ALIAS:
+        return base, name
+    if name.isdigit() and int(name) > 0:
+        return base, f"v{int(name)}"
+    if not VERSION_LIKE.match(name):
+        try:
+            return base, check_alias_name(name)
+        except RegistryError:
+            pass
+    raise RegistryError(
+        f"{spec}: {name!r} is not a version or an alias (use v3 or 3, latest, production, or an "
+        "alias set with digitflow models promote)"
+    )
 
 
 def resolve(registry: str, version: str = ALIAS) -> str:
-    """The folder of `version` in `registry`, as a local path or a URL."""
+    """The folder of `version` (a version name or an alias) in `registry`, as a local path or a
+    URL."""
     fs, root = open_registry(registry)
     published, folders = list_versions(registry), _version_dirs(fs, root)
     if not published and not folders:
@@ -264,6 +277,8 @@ def resolve(registry: str, version: str = ALIAS) -> str:
             f"{registry}: not a model registry ({what}; expected folders v1, v2, ... each with "
             f"a {MANIFEST_FILE}) and not a version folder"
         )
+    if version != ALIAS and version_number(version) is None:
+        version = _alias_holder(registry, version, published)
     if version == ALIAS:
         if (named := _read_alias(fs, root)) is not None:
             version = named
@@ -284,30 +299,56 @@ def resolve(registry: str, version: str = ALIAS) -> str:
     return display(fs, f"{root}/{version}")
 
 
+def _alias_holder(registry: str, alias: str, published: list[str]) -> str:
+    """The version a named alias holds (its history verified first); `production` before a first
+    promotion is `latest`."""
+    history = read_history(registry)
+    holder = history.holder(alias)
+    if holder is None:
+        if alias == PRODUCTION:
+            return ALIAS
+        known = ", ".join(history.holders()) or "none yet"
+        raise RegistryError(
+            f"{registry}: {alias!r} is not a version, and no alias of that name was ever set "
+            f"(aliases: {known}; use latest, production, v3 or 3)"
+        )
+    if holder not in published:
+        raise RegistryError(
+            f"{history.set_by(alias)}: {alias} names {holder}, which is not a published version "
+            f"in {registry} (available: {', '.join(published) or 'none'}); move it with "
+            "digitflow models promote or rollback"
+        )
+    return holder
+
+
 def load_published(spec: str | None = None) -> PublishedModel:
     """Load a published version after verifying every checksum.
 
-    `spec` is "REGISTRY_OR_PATH[@VERSION]": a registry (default: the default registry) and a
-    version (default latest), or a path straight to a version folder."""
+    `spec` is "REGISTRY_OR_PATH[@NAME]": a registry (default: the default registry) and a
+    version or alias (default production, which is latest until a first promotion), or a path
+    straight to a version folder. The result records the alias it was asked for by."""
     base, version = split_spec(spec or default_registry())
     fs, root = open_registry(base)
     if fs.exists(f"{root}/{MANIFEST_FILE}"):
         if version not in (None, ALIAS):
             raise RegistryError(f"{base} is a version folder itself; leave out '@{version}'")
-        location = display(fs, root)
+        location, alias = display(fs, root), None
     else:
-        location = resolve(base, version or ALIAS)
+        name = version or DEFAULT_ALIAS
+        location = resolve(base, name)
+        alias = name if version_number(name) is None else None
     if is_local(fs):
-        return _load_verified(location, location)
+        return _load_verified(location, location, alias)
     with tempfile.TemporaryDirectory() as tmp:
         # Verify and load the same bytes: a local copy, so nothing can change in between.
         fs.get(open_registry(location)[1] + "/", tmp + "/", recursive=True)
-        return _load_verified(tmp, location)
+        return _load_verified(tmp, location, alias)
 
 
-def _load_verified(folder: str, location: str) -> PublishedModel:
+def _load_verified(folder: str, location: str, alias: str | None) -> PublishedModel:
     manifest = verify(folder, shown_as=location)
     network = load_model(folder)
     metrics_path = Path(folder) / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return PublishedModel(manifest.get("version", "?"), location, network, manifest, metrics)
+    version = manifest.get("version", "?")
+    return PublishedModel(version, location, network, manifest, metrics, alias)

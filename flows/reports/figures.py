@@ -5,6 +5,7 @@ pixels (see the `*_SIZE` constants and `weights_grid_size`), so pages lay out pr
 
     training_curves(history, "curves.png")            # loss and accuracy per epoch
     confusion_heatmap(confusion, "confusion.png")     # row = true class, column = predicted
+    confusion_difference(second_minus_first, "difference.png", "v2", "v3")   # two versions
     confident_mistakes(pixels, labels, probabilities, "mistakes.png")
     first_layer_weights(network.weights[0], "weights.png")
     class_histogram(labels, "classes.png"); confidence_histogram(confidences, "confidence.png")
@@ -29,6 +30,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from netcore.io import write_atomic
@@ -123,30 +125,55 @@ def confusion_heatmap(confusion: np.ndarray, path: str | Path) -> Path:
     The colour is the share of the true class, on a square-root-like scale so that the few
     mistakes stand out next to the diagonal."""
     confusion = np.asarray(confusion)
-    classes = len(confusion)
     totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     shares = confusion / totals
     figure = _new_figure(CONFUSION_SIZE)
     axes = figure.subplots()
     image = axes.imshow(shares, cmap="Blues", norm=PowerNorm(gamma=0.35, vmin=0, vmax=1))
-    for true in range(classes):
-        for predicted in range(classes):
-            count = int(confusion[true, predicted])
-            if count:
-                dark = shares[true, predicted] > 0.3
-                axes.text(
-                    predicted,
-                    true,
-                    str(count),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if dark else "black",
-                )
-    ticks = range(classes)
-    axes.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
+    _count_cells(axes, confusion, dark=shares > 0.3)
     axes.set_title(f"Confusion matrix ({int(confusion.sum())} test images)")
     figure.colorbar(image, ax=axes, label="share of the true class")
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
+    return _save(figure, path)
+
+
+def _count_cells(axes: Any, counts: np.ndarray, dark: np.ndarray, signed: bool = False) -> None:
+    """Write each non-zero count of a class-by-class matrix in its cell (white on the `dark`
+    ones, with its sign if `signed`) and name the axes: row = true class."""
+    for (true, predicted), count in np.ndenumerate(np.asarray(counts, dtype=np.int64)):
+        if count:
+            axes.text(
+                predicted,
+                true,
+                f"{count:+d}" if signed else str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark[true, predicted] else "black",
+            )
+    ticks = range(len(counts))
+    axes.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
+
+
+def confusion_difference(difference: np.ndarray, path: str | Path, first: str, second: str) -> Path:
+    """Where two classifiers' confusion matrices differ (`difference` = second's minus first's,
+    row = true class): each non-zero cell coloured and counted. On the diagonal a positive count
+    is `second` getting more of that digit right; off it, more of that mistake."""
+    difference = np.asarray(difference)
+    classes = len(difference)
+    limit = max(int(np.abs(difference).max()), 1)
+    figure = _new_figure(CONFUSION_SIZE)
+    axes = figure.subplots()
+    masked = np.ma.masked_equal(difference, 0)
+    colours = colormaps["RdBu_r"].with_extremes(bad="white")
+    image = axes.imshow(masked, cmap=colours, vmin=-limit, vmax=limit)
+    _count_cells(axes, difference, dark=np.abs(difference) > limit * 0.6, signed=True)
+    for cell in range(classes):  # outline the diagonal: there, more is better
+        axes.add_patch(
+            Rectangle((cell - 0.5, cell - 0.5), 1, 1, fill=False, edgecolor="dimgray", lw=0.8)
+        )
+    axes.set_title(f"Confusion matrix of {second} minus {first}")
+    figure.colorbar(image, ax=axes, label=f"images, {second} minus {first}")
     figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
     return _save(figure, path)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.reports.comparison import champion_markdown
 from flows.reports.evaluation import evaluation_markdown, per_class_rows
 from flows.reports.markdown import table
 
@@ -84,6 +85,8 @@ def model_card(
         ),
         "",
     ]
+    if metrics.get("champion_challenger"):
+        sections += [champion_markdown(metrics["champion_challenger"]), ""]
     if figures:
         sections += ["## Figures", ""]
         for caption, path in figures:

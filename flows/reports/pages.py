@@ -1,7 +1,7 @@
 """`digitflow report`: one self-contained HTML page (every image inlined) about a published
 version, or about batch-predict output.
 
-    digitflow report                                  # the latest version -> report.html
+    digitflow report                                  # the production version -> report.html
     digitflow report v3 --registry s3://bucket/models --output v3.html
     digitflow report --predictions predictions.parquet --input scans/ --output scans.html
 
@@ -29,7 +29,7 @@ from flows.paths import FIGURES_DIR, METRICS_FILE
 from flows.predict.output import read_predictions
 from flows.registry.manifest import verify
 from flows.registry.store import RegistryError
-from flows.registry.versions import resolve, split_spec
+from flows.registry.versions import DEFAULT_ALIAS, resolve, split_spec
 from flows.reports import figures
 from flows.reports.inline import Figure, Table, html_page
 from netcore.errors import DataFileError
@@ -117,7 +117,7 @@ def fetch_version(spec: str, into: Path) -> tuple[str, dict[str, Any]]:
     """Copy the version `spec` ("REGISTRY[@VERSION]") into `into` and verify every checksum of
     the copy; returns (its location, its manifest). Works for any fsspec registry."""
     registry, version = split_spec(spec)
-    location = resolve(registry, version or "latest")
+    location = resolve(registry, version or DEFAULT_ALIAS)
     fs, folder = fsspec.core.url_to_fs(location)
     fs.get(folder.rstrip("/") + "/", str(into) + "/", recursive=True)
     # Verify the bytes the page is built from, so nothing can change in between.

@@ -1,4 +1,5 @@
-"""The training pipeline as a Prefect flow: download -> prepare -> train -> evaluate -> publish.
+"""The training pipeline as a Prefect flow: download -> prepare -> train -> evaluate -> compare
+-> publish.
 
     from flows.training.flow import training_flow
     summary = training_flow(source="../shared/data/mnist", training={"epochs": 5})
@@ -11,7 +12,12 @@ artifacts, nothing more:
     prepare   flows/training/prepare.py    raw Parquet -> pixel and label arrays (.npy)
     train     flows/training/train.py      netcore's trainer, checkpointing in the run folder
     evaluate  flows/training/evaluate.py   test metrics, probabilities, pictures
-    publish   flows/training/publish.py    the gate, ONNX, model card -> the next version
+    compare   flows/training/champion.py   against production (the champion): promote or not?
+    publish   flows/training/publish.py    the gate, ONNX, model card -> the next version;
+              flows/training/champion.py   then production moves to it, if compare said so
+
+With `skip_unchanged` (scheduled runs) a run whose data and whole configuration equal those of
+the production (or latest) version stops before downloading: it would learn nothing new.
 
 Tasks pass file paths and small dicts, never big arrays. Download and prepare are cached by
 Prefect (task source + inputs, the source's file hashes among them), and a cached result is used
@@ -38,9 +44,16 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.runtime import flow_run
 
 from flows.paths import RunFolder, prefect_results_dir, processed_dir, raw_dir
+from flows.registry.promotion import DEFAULT_POLICY
+from flows.reports.comparison import champion_markdown, skipped_markdown, skipped_text
 from flows.reports.evaluation import evaluation_markdown, per_class_rows
 from flows.reports.inline import figures_markdown
 from flows.runtime import console
+from flows.training.champion import (
+    compare_with_champion,
+    promote_run,
+    unchanged_version,
+)
 from flows.training.download import download
 from flows.training.evaluate import evaluate_run
 from flows.training.prepare import prepare
@@ -144,6 +157,33 @@ def evaluate_task(prepared: dict[str, Any], trained: dict[str, Any], run_dir: st
     return {"test_accuracy": evaluation.test_accuracy, "metrics": str(run.metrics)}
 
 
+@task(name="skip-unchanged")
+def unchanged_task(
+    registry: str, fingerprint: str, requested: dict[str, Any]
+) -> dict[str, str] | None:
+    same = unchanged_version(registry, fingerprint, **requested)
+    if same:
+        _note(skipped_text(same))
+        create_markdown_artifact(
+            markdown=skipped_markdown(same),
+            key="mnist-training-skipped",
+            description="A scheduled run skipped: nothing new to learn",
+        )
+    return same
+
+
+@task(name="compare")
+@_timed
+def compare_task(prepared: dict[str, Any], run_dir: str, registry: str, policy: str) -> dict:
+    record = compare_with_champion(prepared, RunFolder(Path(run_dir)), registry, policy)
+    create_markdown_artifact(
+        markdown=champion_markdown(record),
+        key="mnist-champion-challenger",
+        description="This run against the production version, and the promotion decision",
+    )
+    return record
+
+
 @task(name="publish")
 @_timed
 def publish_task(
@@ -152,11 +192,16 @@ def publish_task(
     registry: str,
     min_accuracy: float,
     provenance: dict[str, Any],
+    compared: dict[str, Any],
 ) -> dict[str, Any]:
     run = RunFolder(Path(run_dir))
     warn = get_run_logger().warning
     publication = publish_run(prepared, run, registry, min_accuracy, provenance, warn)
+    promotion = {"promoted": False, "promotion": "not published", "entry": None}
     if publication.published:
+        promotion = promote_run(
+            registry, publication.version, compared, provenance["flow_run"]["id"]
+        )
         accuracy = provenance["test_accuracy"]
         create_link_artifact(
             link=publication.link,
@@ -173,6 +218,7 @@ def publish_task(
         "published": publication.published,
         "version": publication.version,
         "location": publication.location,
+        **promotion,
     }
 
 
@@ -186,12 +232,20 @@ def training_flow(
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
     registry: str | None = None,
     expected_rows: dict[str, int] | None = None,
+    promote: str = DEFAULT_POLICY,
+    skip_unchanged: bool = False,
 ) -> dict[str, Any]:
-    """Train an MNIST classifier and publish it if its test accuracy passes `min_accuracy`.
+    """Train an MNIST classifier, publish it if its test accuracy passes `min_accuracy`, and
+    make it production if `promote` (never, if-better, if-not-worse, always) says so against
+    the current production version. With `skip_unchanged`, stop at once when production (or
+    latest) was trained on the same data with the same configuration.
 
     Defaults: source $DIGITFLOW_MNIST_SOURCE or ylecun/mnist; registry DIGITFLOW_HOME/models;
     netcore's default network and training configuration; full-MNIST row counts."""
-    run = TrainingRun.begin(source, revision, registry, min_accuracy, expected_rows)
+    run = TrainingRun.begin(source, revision, registry, min_accuracy, expected_rows, promote)
+    requested = {"hidden": hidden, "activation": activation, "training": training}
+    if skip_unchanged and (same := unchanged_task(run.registry, run.fingerprint, requested)):
+        return run.skipped(same, flow_run.get_id())
     with run.stage("download"):
         raw, run.cached["download"] = _cached_stage(
             download_task, run.source, revision, run.fingerprint, str(raw_dir()), run.expected_rows
@@ -204,23 +258,26 @@ def training_flow(
         )
     _note(run.prepare_line())
 
-    folder = run.configure(prepared, hidden, activation, training)
+    folder = run.configure(prepared, **requested)
+    path = str(folder.path)  # the run folder, as the tasks take it
     with run.stage("train"):
-        trained = train_task(
-            prepared, run.network.to_dict(), run.training.to_dict(), str(folder.path)
-        )
+        trained = train_task(prepared, run.network.to_dict(), run.training.to_dict(), path)
     _note(run.train_line(trained))
 
     with run.stage("evaluate"):
-        evaluated = evaluate_task(prepared, trained, str(folder.path))
+        evaluated = evaluate_task(prepared, trained, path)
     _note(run.evaluate_line(evaluated))
+
+    with run.stage("compare"):
+        compared = compare_task(prepared, path, run.registry, promote)
+    _note(run.compare_line(compared))
 
     provenance = run.provenance(
         raw, prepared, trained, evaluated["test_accuracy"], flow_run.get_id(), flow_run.get_name()
     )
     with run.stage("publish"):
-        published = publish_task(prepared, str(folder.path), run.registry, min_accuracy, provenance)
+        published = publish_task(prepared, path, run.registry, min_accuracy, provenance, compared)
     _note(run.publish_line(published, evaluated))
 
     folder.checkpoint.unlink(missing_ok=True)  # the run is complete: the next one starts afresh
-    return run.summary(raw, prepared, trained, evaluated, published, folder, flow_run.get_id())
+    return run.summary(raw, prepared, trained, evaluated, compared, published, folder)

@@ -2,12 +2,13 @@
 each stage took, and what it records. flows/training/flow.py runs the stages; this keeps their
 bookkeeping out of the flow's body.
 
-    run = TrainingRun.begin(source, revision, registry, min_accuracy, expected_rows)
+    run = TrainingRun.begin(source, revision, registry, min_accuracy, expected_rows, promote)
     with run.stage("download"):
         raw = ...                                   # the stage; its wall time is recorded
     folder = run.configure(prepared, hidden, activation, training)   # the run folder
     provenance = run.provenance(raw, prepared, trained, test_accuracy, flow_run_id, name)
-    summary = run.summary(raw, prepared, trained, evaluated, published, flow_run_id)
+    summary = run.summary(raw, prepared, trained, evaluated, compared, published, folder)
+    summary = run.skipped(same, flow_run_id)   # a scheduled run with nothing new to learn
 
 The run folder (DIGITFLOW_HOME/runs/<key>) is named by a hash of the data and the whole
 configuration, so a rerun after a crash finds the same folder and resumes from its checkpoint.
@@ -22,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.paths import RunFolder, default_registry, processed_dir
+from flows.registry.promotion import DEFAULT_POLICY, difference_text
 from flows.registry.provenance import git_state, package_versions, utc_now
+from flows.reports.comparison import skipped_text
 from flows.training.download import FULL_MNIST_ROWS, mnist_source, source_fingerprint
 from flows.training.run_config import default_hidden
 from netcore.config import NetworkConfig, TrainConfig
@@ -52,11 +55,13 @@ class TrainingRun:
     min_accuracy: float  # the publishing gate
     expected_rows: dict[str, int]  # per split; 0 accepts any
     fingerprint: str  # identifies the source's data (netcore hashes, ETags or Hub revision)
+    promote: str = DEFAULT_POLICY  # when the new version becomes production (promotion.decide)
     started_at: str = field(default_factory=utc_now)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
     cached: dict[str, bool] = field(default_factory=dict)  # stages reused from Prefect's cache
     network: NetworkConfig | None = None  # set by configure()
     training: TrainConfig | None = None  # set by configure()
+    flow_run_id: str | None = None  # set by provenance()
 
     @classmethod
     def begin(
@@ -66,6 +71,7 @@ class TrainingRun:
         registry: str | None,
         min_accuracy: float,
         expected_rows: dict[str, int] | None,
+        promote: str = DEFAULT_POLICY,
     ) -> TrainingRun:
         """The run's inputs with their defaults: source $DIGITFLOW_MNIST_SOURCE or ylecun/mnist,
         registry DIGITFLOW_HOME/models, full-MNIST row counts."""
@@ -77,6 +83,7 @@ class TrainingRun:
             min_accuracy=min_accuracy,
             expected_rows=expected_rows or FULL_MNIST_ROWS,
             fingerprint=source_fingerprint(source, revision),
+            promote=promote,
         )
 
     @contextmanager
@@ -127,13 +134,44 @@ class TrainingRun:
     def evaluate_line(evaluated: dict[str, Any]) -> str:
         return f"evaluate: test accuracy {evaluated['test_accuracy']:.2%}"
 
+    @staticmethod
+    def compare_line(compared: dict[str, Any]) -> str:
+        comparison = compared["comparison"]
+        if comparison is None:
+            return f"compare: no production version yet; {compared['reason']}"
+        difference = difference_text(comparison["accuracy_delta"], comparison["p_value"])
+        decision = "promote" if compared["promote"] else "keep the champion"
+        return (
+            f"compare: against {compared['champion_alias']} {compared['champion']}: {difference} "
+            f"({comparison['agreement']:.2%} agreement); {compared['policy']}: {decision}"
+        )
+
     def publish_line(self, published: dict[str, Any], evaluated: dict[str, Any]) -> str:
         if published["published"]:
-            return f"publish: {published['version']} -> {published['location']}"
+            return (
+                f"publish: {published['version']} -> {published['location']}; "
+                f"{published['promotion']}"
+            )
         return (
             f"publish: skipped, test accuracy {evaluated['test_accuracy']:.2%} is below the "
             f"gate {self.min_accuracy:.2%}"
         )
+
+    def skipped(self, same: dict[str, str], flow_run_id: str) -> dict[str, Any]:
+        """The summary of a scheduled run stopped because `same` (a version and its alias) was
+        trained on the same data with the same configuration."""
+        return {
+            "skipped": True,
+            "skipped_because": skipped_text(same),
+            "version": None,
+            "published": False,
+            "promoted": False,
+            "champion": same["version"],
+            "p_value": None,
+            "accuracy_delta": None,
+            "registry": self.registry,
+            "flow_run_id": flow_run_id,
+        }
 
     def provenance(
         self,
@@ -146,6 +184,7 @@ class TrainingRun:
     ) -> dict[str, Any]:
         """Where a published version came from (its manifest.json records all of it)."""
         assert self.network is not None and self.training is not None, "configure() first"
+        self.flow_run_id = flow_run_id
         return {
             "registry": self.registry,
             "config": {"network": self.network.to_dict(), "training": self.training.to_dict()},
@@ -176,15 +215,23 @@ class TrainingRun:
         prepared: dict[str, Any],
         trained: dict[str, Any],
         evaluated: dict[str, Any],
+        compared: dict[str, Any],
         published: dict[str, Any],
         folder: RunFolder,
-        flow_run_id: str,
     ) -> dict[str, Any]:
         """What the flow returns (and `digitflow train --json` prints)."""
         cached = self.cached
+        comparison = compared["comparison"] or {}
         return {
+            "skipped": False,
             "version": published["version"],
             "published": published["published"],
+            "promoted": published["promoted"],
+            "promotion": published["promotion"],
+            "promote": self.promote,
+            "champion": compared["champion"],
+            "p_value": comparison.get("p_value"),
+            "accuracy_delta": comparison.get("accuracy_delta"),
             "test_accuracy": evaluated["test_accuracy"],
             "min_accuracy": self.min_accuracy,
             "artifact": published["location"],
@@ -200,8 +247,9 @@ class TrainingRun:
                 "prepare": 0.0 if cached["prepare"] else prepared["work_seconds"],
                 "train": trained["work_seconds"],
                 "evaluate": evaluated["work_seconds"],
+                "compare": compared["work_seconds"],
                 "publish": published["work_seconds"],
             },
             "run_dir": str(folder.path),
-            "flow_run_id": flow_run_id,
+            "flow_run_id": self.flow_run_id,
         }

@@ -20,6 +20,7 @@ registry), then the TOML file, then the defaults. The TOML file (all sections op
     [publish]
     min_accuracy = 0.97
     registry = "data/models"    # or any fsspec URL
+    promote = "if-not-worse"    # never, if-better, if-not-worse or always: when production moves
 
     run = resolve_run_config({"epochs": 5}, "train.toml")
     training_flow(**run.flow_parameters())
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.paths import default_registry
+from flows.registry.promotion import DEFAULT_POLICY, POLICIES
 from flows.training.download import FULL_MNIST_ROWS, mnist_source
 from netcore.activations import get_activation
 from netcore.config import NetworkConfig, TrainConfig
@@ -45,7 +47,7 @@ SECTIONS = {
     "data": {"source", "revision", "train_rows", "test_rows"},
     "network": {"hidden", "activation"},
     "training": {f.name for f in dataclasses.fields(TrainConfig)},
-    "publish": {"min_accuracy", "registry"},
+    "publish": {"min_accuracy", "registry", "promote"},
 }
 # Flags that set a TrainConfig field, by flag name.
 TRAINING_FLAGS = ("epochs", "seed", "batch_size", "learning_rate")
@@ -69,6 +71,7 @@ class RunConfig:
     activation: str = "relu"
     min_accuracy: float = DEFAULT_MIN_ACCURACY
     expected_rows: dict[str, int] = field(default_factory=lambda: dict(FULL_MNIST_ROWS))
+    promote: str = DEFAULT_POLICY  # when the new version becomes production (promotion.decide)
 
     def flow_parameters(self) -> dict[str, Any]:
         """Keyword arguments for flows.training.flow.training_flow."""
@@ -81,6 +84,7 @@ class RunConfig:
             "min_accuracy": self.min_accuracy,
             "registry": self.registry,
             "expected_rows": self.expected_rows,
+            "promote": self.promote,
         }
 
 
@@ -148,11 +152,16 @@ def resolve_run_config(flags: dict[str, Any], config_file: str | Path | None = N
                 split: int(data.get(f"{split}_rows", rows))
                 for split, rows in FULL_MNIST_ROWS.items()
             },
+            promote=pick("promote", None, publish, DEFAULT_POLICY),
         )
         NetworkConfig(layer_sizes=[784, *run.hidden, 10])
         get_activation(run.activation)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}{error}") from None
+    if run.promote not in POLICIES:
+        raise ConfigError(
+            f"{where}promote must be one of {', '.join(POLICIES)}, got {run.promote!r}"
+        )
     if not 0 <= run.min_accuracy <= 1:
         raise ConfigError(f"{where}min_accuracy must be between 0 and 1, got {run.min_accuracy}")
     return run

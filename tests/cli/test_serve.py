@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
 TEXT = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
 TRAINING = "mnist-training/scheduled"
+SKIPPED = "mnist-training-skipped"  # the artifact of a scheduled run with nothing new to learn
 INBOX = "batch-predict/inbox"
 
 
@@ -83,6 +84,24 @@ def test_serve_with_an_unreachable_server_names_it(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     done = serve(tmp_path, "--check", PREFECT_API_URL=url)
     assert_one_line_error(done, "needs a Prefect server", url, "make server")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--interval", "40", "--cron", "0 3 * * *"), "--cron and --interval both say when"),
+        (
+            ("--inbox", "in", "--predict-interval", "40", "--predict-cron", "* * * * *"),
+            "--predict-cron and --predict-interval both say when",
+        ),
+    ],
+)
+def test_serve_refuses_two_schedules_for_one_flow(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = serve(tmp_path, *args)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done, message)
 
 
 def test_serve_refuses_a_bad_cron_expression(tmp_path: Path) -> None:
@@ -190,7 +209,7 @@ def test_serve_trains_on_schedule_and_stops_cleanly(
     registry = tmp_path / "models"
     command = ["serve", "--interval", "5", "--config", str(config), "--registry", str(registry)]
     serving = subprocess.Popen(
-        [str(BIN / "digitflow"), *command, "--inbox", "inbox"],
+        [str(BIN / "digitflow"), *command, "--inbox", "inbox", "--predict-interval", "5"],
         cwd=tmp_path,
         env=cli_env(tmp_path, PREFECT_API_URL=url, DIGITFLOW_HOME=str(tmp_path / "data")),
         **TEXT,
@@ -218,6 +237,18 @@ def test_serve_trains_on_schedule_and_stops_cleanly(
         assert predictions.column("error").null_count == 20
         versions = set(predictions.column("model_version").to_pylist())
         assert versions <= set(list_versions(str(registry)))
+        assert set(predictions.column("model_alias").to_pylist()) == {"production"}
+
+        # The next scheduled training runs find nothing new to learn: they skip, and say so.
+        wait_for(
+            "a second scheduled training run",
+            lambda: len(completed_scheduled_runs(url, TRAINING)) >= 2,
+            300,
+            serving,
+        )
+        assert list_versions(str(registry)) == ["v1"]
+        skipped = api(url, "/artifacts/filter", {"artifacts": {"key": {"any_": [SKIPPED]}}})
+        assert skipped and "nothing new to learn, production v1" in skipped[0]["data"]
 
         serving.send_signal(signal.SIGTERM)
         output, _ = serving.communicate(timeout=120)

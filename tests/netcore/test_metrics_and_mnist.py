@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 
 from netcore import DataFileError
-from netcore.metrics import accuracy, confusion_matrix, most_confused, precision_recall
+from netcore.metrics import (
+    accuracy,
+    compare_predictions,
+    confusion_matrix,
+    mcnemar_exact,
+    most_confused,
+    precision_recall,
+)
 from netcore.mnist import read_parquet
 
 
@@ -25,6 +32,49 @@ def test_metrics_on_a_hand_counted_example():
     np.testing.assert_allclose(precision, [1.0, 0.5, 1.0])
     np.testing.assert_allclose(recall, [0.5, 1.0, 0.5])
     assert most_confused(cm, top=5) == [(2, 1, 1), (0, 1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("only_first", "only_second", "p_value"),
+    [
+        # Worked by hand: p = 2 * sum(C(n, k), k <= min) / 2^n, n = b + c, at most 1.
+        (0, 0, 1.0),  # no discordant pair: no evidence
+        (1, 0, 1.0),  # 2 * C(1,0) / 2 = 1
+        (0, 5, 0.0625),  # 2 * 1 / 32
+        (5, 0, 0.0625),  # symmetric
+        (0, 6, 0.03125),  # 2 * 1 / 64: the first significant one-sided count
+        (1, 5, 0.21875),  # 2 * (1 + 6) / 64 = 14 / 64
+        (2, 8, 0.109375),  # 2 * (1 + 10 + 45) / 1024 = 112 / 1024
+        (1, 9, 0.021484375),  # 2 * (1 + 10) / 1024 = 22 / 1024
+        (3, 3, 1.0),  # 2 * 42 / 64 > 1
+        (4, 6, 0.75390625),  # 2 * (1 + 10 + 45 + 120 + 210) / 1024 = 772 / 1024
+    ],
+)
+def test_mcnemar_exact_matches_hand_computed_values(only_first, only_second, p_value):
+    assert mcnemar_exact(only_first, only_second) == p_value  # exact: powers of two
+
+
+def test_mcnemar_exact_on_test_set_sized_counts():
+    # 50 vs 100 discordant of 10,000: 2 * P(X <= 50), X ~ Binomial(150, 1/2), about 6e-5
+    assert mcnemar_exact(50, 100) == pytest.approx(5.6e-05, rel=0.05)
+    assert mcnemar_exact(0, 5000) == 0.0  # underflows to zero, no error
+    assert mcnemar_exact(5000, 5000) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 3)
+
+
+def test_compare_predictions_on_a_hand_counted_example():
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    first = np.array([0, 1, 1, 1, 2, 0, 2, 1])  # wrong on rows 1 and 5
+    second = np.array([0, 0, 1, 2, 2, 2, 2, 1])  # wrong on row 3
+    compared = compare_predictions(labels, first, second, 3)
+    assert compared["first_accuracy"] == 6 / 8 and compared["second_accuracy"] == 7 / 8
+    assert compared["accuracy_delta"] == pytest.approx(1 / 8)
+    assert compared["agreement"] == 5 / 8
+    assert (compared["only_first_right"], compared["only_second_right"]) == (1, 2)
+    assert compared["p_value"] == 1.0  # 2 * (1 + 3) / 8
+    assert [c["recall_delta"] for c in compared["per_class"]] == pytest.approx([0.5, -1 / 3, 1 / 3])
+    assert compared["confusion_difference"] == [[1, -1, 0], [0, -1, 1], [-1, 0, 1]]
 
 
 def test_reads_real_mnist_rows(small_mnist_dir):

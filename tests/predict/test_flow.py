@@ -72,6 +72,8 @@ def check_output(rows: list[dict], folder: dict) -> None:
         assert by_path[scan]["error"] is None
         assert by_path[scan]["label"] == by_path[original]["label"], scan
     assert {row["model_version"] for row in rows} == {"v1"}
+    # Asked for by registry alone: the default alias, production (latest until a promotion).
+    assert {row["model_alias"] for row in rows} == {"production"}
 
 
 def test_predict_flow_with_worker_processes(
@@ -91,11 +93,13 @@ def test_predict_flow_with_worker_processes(
     assert summary["skipped_reasons"] == {"not an image": 1, "link out of the folder": 1}
     assert sum(summary["histogram"].values()) == 2 * DIGITS
     assert summary["model_version"] == "v1" and summary["images"] == image_count()
+    assert summary["model_alias"] == "production"
     assert not (tmp_path / "predictions.parquet.parts").exists()
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
     pages = [a.data for a in artifact if a.key == ARTIFACT_KEY]
     assert pages and "| scored | failed | skipped |" in pages[0]
+    assert "Model **v1** (asked for as `production`)" in pages[0]
 
 
 def test_predict_flow_on_a_dask_local_cluster(

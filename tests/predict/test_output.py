@@ -13,7 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.predict.output import SCHEMA, atomic_writer, output_format, prediction_table
+from flows.predict.output import (
+    SCHEMA,
+    atomic_writer,
+    output_format,
+    prediction_table,
+    read_predictions,
+)
 from flows.predict.score import ModelPayload, ShardJob, score_shard
 from flows.predict.shards import WorkFolder
 from flows.predict.sources import LocalFiles
@@ -29,6 +35,7 @@ def sample_table() -> pa.Table:
         probabilities,
         [None, None, 'cannot decode ("broken data stream")'],
         "v7",
+        "production",
     )
 
 
@@ -43,6 +50,18 @@ def test_prediction_rows() -> None:
     assert rows[2]["label"] is None and rows[2]["confidence"] is None and rows[2]["prob_3"] is None
     assert rows[2]["error"].startswith("cannot decode") and rows[0]["error"] is None
     assert {row["model_version"] for row in rows} == {"v7"}
+    assert {row["model_alias"] for row in rows} == {"production"}
+
+
+def test_output_written_before_model_alias_existed_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "old.csv"
+    with atomic_writer(path) as write:
+        write(sample_table())
+    old = pa.csv.read_csv(path).drop_columns(["model_alias"])
+    pa.csv.write_csv(old, path)
+    table = read_predictions(path)
+    assert table.schema == SCHEMA and table.column("model_alias").null_count == 3
+    assert table.column("model_version").to_pylist() == ["v7"] * 3
 
 
 def read_back(path: Path) -> list[dict]:

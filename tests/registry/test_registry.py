@@ -172,8 +172,19 @@ def test_split_spec() -> None:
     assert split_spec("s3://bucket/models@v12") == ("s3://bucket/models", "v12")
     assert split_spec("data/models@3") == ("data/models", "v3")
     assert split_spec("/tmp/me@home/models") == ("/tmp/me@home/models", None)
-    with pytest.raises(RegistryError, match="not a version"):
-        split_spec("data/models@newest")
+    # Any alias name is a name (whether the registry has it is for resolving to say).
+    assert split_spec("data/models@production") == ("data/models", "production")
+    assert split_spec("data/models@newest") == ("data/models", "newest")
+    for bad in ("v0", "v007", "Newest", "new est", "-x", "0x"):
+        with pytest.raises(RegistryError, match="is not a version or an alias"):
+            split_spec(f"data/models@{bad}")
+
+
+def test_an_alias_never_set_is_refused(tmp_path: Path, payload: Path) -> None:
+    registry = str(tmp_path / "models")
+    publish(registry, payload, card, PROVENANCE)
+    with pytest.raises(RegistryError, match="'newest' is not a version, and no alias"):
+        load_published(f"{registry}@newest")
 
 
 def test_failed_publish_leaves_nothing_visible(tmp_path: Path, payload: Path) -> None:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.paths import CHECKPOINT_FILE
+from flows.registry.aliases import read_history
 from flows.registry.versions import list_versions, load_published
 from flows.training.flow import training_flow
 from netcore import Network, TrainConfig, train
@@ -141,3 +142,49 @@ def test_rerun_after_a_crash_resumes_from_the_checkpoint(
     uninterrupted = load_published(f"{home / 'models'}@v1").network
     for name, value in load_published(f"{home / 'models'}@v2").network.params.items():
         np.testing.assert_array_equal(value, uninterrupted.params[name])
+
+
+def test_scheduled_runs_skip_when_nothing_changed_and_production_moves_by_the_rule(
+    prefect_harness, small_mnist_dir: Path, home: Path
+) -> None:
+    from prefect.artifacts import Artifact
+
+    registry = str(home / "models")
+    first = run_flow(small_mnist_dir)
+    assert first["promoted"] and first["champion"] is None and first["p_value"] is None
+    assert read_history(registry).holder("production") == "v1"
+    first_card = (home / "models" / "v1" / "README.md").read_text()
+    assert "no production version to compare with" in first_card
+
+    # A scheduled run with the same data and configuration as production learns nothing new.
+    skipped = run_flow(small_mnist_dir, skip_unchanged=True)
+    assert skipped["skipped"] and not skipped["published"] and skipped["version"] is None
+    assert skipped["champion"] == "v1"
+    assert "nothing new to learn, production v1" in skipped["skipped_because"]
+    artifact = Artifact.get("mnist-training-skipped")
+    assert str(artifact.flow_run_id) == skipped["flow_run_id"]
+    assert "production v1 was trained on the same data" in artifact.data
+    assert list_versions(registry) == ["v1"]
+
+    # Forced (skip_unchanged off, as `serve --force` and `digitflow train` do): the same weights,
+    # no significant difference (p = 1), so if-not-worse promotes it.
+    forced = run_flow(small_mnist_dir)
+    assert forced["version"] == "v2" and forced["promoted"]
+    assert (forced["champion"], forced["p_value"], forced["accuracy_delta"]) == ("v1", 1.0, 0.0)
+    comparison = Artifact.get("mnist-champion-challenger")
+    assert str(comparison.flow_run_id) == forced["flow_run_id"]
+    assert "This run against production v1" in comparison.data
+
+    # --promote never publishes without moving production; a scheduled rerun of that
+    # configuration matches latest (not production) and skips too.
+    never = run_flow(small_mnist_dir, training={"epochs": 1, "seed": 0}, promote="never")
+    assert never["version"] == "v3" and not never["promoted"]
+    assert never["promotion"].startswith("production stays v2 (--promote never")
+    again = run_flow(
+        small_mnist_dir, training={"epochs": 1, "seed": 0}, promote="never", skip_unchanged=True
+    )
+    assert again["skipped"] and "latest v3" in again["skipped_because"]
+    history = read_history(registry)
+    assert [(e["from"], e["to"]) for e in history.entries] == [(None, "v1"), ("v1", "v2")]
+    assert history.entries[1]["by"] == f"flow-run:{forced['flow_run_id']}"
+    assert load_published(registry).version == "v2"  # production
