@@ -20,9 +20,11 @@ The manifest (flows/registry/manifest.py) lists every file's sha256; the files a
 through fsspec (flows/registry/store.py). Publishing is atomic: on a local disk the version is
 assembled in REGISTRY/.staging/ and renamed to vN, and a rename onto an existing vN fails, so
 concurrent publishers (separate processes included) each get their own number. On object stores,
-which cannot rename a folder, a version number is claimed by creating vN/.claim exclusively and
-manifest.json is written last: a version without its manifest is not published, and readers skip
-it.
+which cannot rename a folder, a version number is claimed by creating REGISTRY/.claims/vN
+exclusively (a conditional PUT on S3), and the claim is never removed, so no other publisher can
+take that number again, however stale its listing; manifest.json is written last: a version
+without its manifest is not published, and readers skip it (a publisher killed part-way leaves a
+claimed number without a version: a gap, never a half version).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from netcore.weights import load_model
 ALIAS = "latest"
 DEFAULT_ALIAS = PRODUCTION  # what a spec without @VERSION resolves to
 STAGING = ".staging"
+CLAIMS = ".claims"  # object stores: one object per version number ever claimed
 
 
 @dataclass
@@ -83,7 +86,10 @@ def version_number(name: str) -> int | None:
 
 
 def _version_dirs(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
-    """Every vN folder, published or not, by number."""
+    """Every vN folder, published or not, by number (listed afresh: object-store filesystems
+    cache listings, and `exists` answers from them, so a stale one would miss a concurrent
+    publisher's version or manifest)."""
+    fs.invalidate_cache()
     try:
         entries = fs.ls(root, detail=True)
     except (FileNotFoundError, NotADirectoryError):
@@ -209,13 +215,12 @@ def _publish_remote(
     describe: Callable[[str], dict[str, str]],
     provenance: dict,
 ) -> str:
-    fs.makedirs(root, exist_ok=True)
+    fs.makedirs(f"{root}/{CLAIMS}", exist_ok=True)
     while True:
-        version = f"v{max(_version_dirs(fs, root), default=0) + 1}"
-        claim = f"{root}/{version}/.claim"
-        fs.makedirs(f"{root}/{version}", exist_ok=True)
-        if create_exclusively(fs, claim):
+        version = f"v{max(_claimed_numbers(fs, root), default=0) + 1}"
+        if create_exclusively(fs, f"{root}/{CLAIMS}/{version}"):
             break
+    fs.makedirs(f"{root}/{version}", exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / version
         shutil.copytree(payload, folder)
@@ -224,15 +229,25 @@ def _publish_remote(
         names.remove(MANIFEST_FILE)
         for name in [*names, MANIFEST_FILE]:  # the manifest last: it marks the version complete
             fs.put_file(str(folder / name), f"{root}/{version}/{name}")
-    fs.rm(claim)
     return version
+
+
+def _claimed_numbers(fs: fsspec.AbstractFileSystem, root: str) -> set[int]:
+    """Every version number claimed on an object store, or present as a folder (versions
+    published before claims were kept), listed afresh."""
+    fs.invalidate_cache(f"{root}/{CLAIMS}")
+    try:
+        claims = fs.ls(f"{root}/{CLAIMS}", detail=False)
+    except FileNotFoundError:
+        claims = []
+    numbers = {version_number(PurePosixPath(claim).name) for claim in claims}
+    return {n for n in numbers if n is not None} | set(_version_dirs(fs, root))
 
 
 def update_alias(registry: str) -> str | None:
     """Point `latest` at the newest published version (under a lock, so that of two concurrent
     publishers the later update cannot go back to the older version)."""
     fs, root = open_registry(registry)
-    # On object stores (no lock) the last writer wins; each writes the newest version it sees.
     with registry_lock(fs, root):
         versions = list_versions(registry)
         if not versions:
@@ -240,9 +255,16 @@ def update_alias(registry: str) -> str | None:
         newest = versions[-1]
         if is_local(fs):
             write_atomic(Path(root) / ALIAS, lambda tmp: tmp.write_text(newest + "\n"))
-        else:
-            fs.pipe_file(f"{root}/{ALIAS}", (newest + "\n").encode())
-        return newest
+            return newest
+    # On object stores there is no lock: write the newest version seen, then look again, until
+    # no newer one has appeared. The last publisher to finish sees every manifest, so `latest`
+    # ends at the newest version whatever order the writes land in.
+    while True:
+        fs.pipe_file(f"{root}/{ALIAS}", (newest + "\n").encode())
+        seen = list_versions(registry)[-1]
+        if seen == newest:
+            return newest
+        newest = seen
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
