@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from flows.predict.output import CLASSES, atomic_writer, read_part
+from flows.predict.output import CLASSES, atomic_writer, listed_names, read_part
 from netcore.errors import DataFileError
 from netcore.io import TEMPORARY_GLOB, write_atomic, write_json
 
@@ -85,7 +85,9 @@ class WorkFolder:
             for leftover in self.folder.glob(TEMPORARY_GLOB):  # a part being written when killed
                 leftover.unlink()
             return {
-                path for part in self.parts() for path in read_part(part, ["path"])[0].to_pylist()
+                name
+                for part in self.parts()
+                for name in listed_names(read_part(part, ["path", "path_hex"]))
             }
         if self.folder.exists():
             if not job_file.is_file():
