@@ -37,6 +37,7 @@ from flows.predict.score import ShardJob, ShardResult, score_shard
 from flows.predict.shards import DEFAULT_SHARD_SIZE, Merge
 from flows.predict.sources import PredictError
 from flows.runtime import console
+from netcore.errors import NetcoreError
 from netcore.images import DEFAULT_MAX_PIXELS
 
 quiet_pillow()
@@ -95,6 +96,8 @@ def _score_all(
             job, future = in_flight.popleft()
             try:
                 result = future.result()
+            except NetcoreError:
+                raise  # says what and where itself (a full disk: the work folder adds --resume)
             except Exception as error:
                 raise PredictError(
                     f"shard {job.number} failed ({type(error).__name__}: {error}); "

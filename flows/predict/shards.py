@@ -31,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from flows.predict.output import CLASSES, atomic_writer, listed_names, read_part
-from netcore.errors import DataFileError
+from flows.predict.sources import PredictError
+from netcore.errors import DataFileError, DiskFullError
 from netcore.io import TEMPORARY_GLOB, write_atomic, write_json
 
 JOB_FILE = "job.json"
@@ -111,11 +112,17 @@ class WorkFolder:
         """Stream parts into `output` as they are added (those an earlier run left, first), one
         part in memory at a time; on a clean exit the output appears complete (atomically) and
         the work folder is deleted; on an error the output is untouched and the parts stay."""
-        with atomic_writer(output) as write:
-            merge = Merge(write)
-            for part in self.parts():
-                merge.add(part)
-            yield merge
+        try:
+            with atomic_writer(output) as write:
+                merge = Merge(write)
+                for part in self.parts():
+                    merge.add(part)
+                yield merge
+        except DiskFullError as error:  # a part, a listing or the output itself
+            raise PredictError(
+                f"{error}; the finished shards are kept in {self.folder}: free some space, "
+                "then rerun with --resume"
+            ) from None
         shutil.rmtree(self.folder)
 
 

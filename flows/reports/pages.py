@@ -34,7 +34,7 @@ from flows.reports import figures
 from flows.reports.inline import Figure, Table, html_page
 from netcore.errors import DataFileError
 from netcore.images import load_digits
-from netcore.io import write_atomic
+from netcore.io import write_atomic, writing
 
 LEAST_CONFIDENT = figures.GRID_COLUMNS * figures.GRID_ROWS
 
@@ -180,7 +180,7 @@ def write_report(
 ) -> str:
     """Write the page for `predictions` (with images from `input_dir`) or, without them, for the
     version `spec` ("REGISTRY[@VERSION]"), to `output` atomically; returns the page."""
-    with tempfile.TemporaryDirectory(prefix="digitflow-report-") as work:
+    with tempfile.TemporaryDirectory(prefix="digitflow-report-") as work, writing(work):
         if predictions is not None:
             page = predictions_page(predictions, input_dir, Path(work))
         else:

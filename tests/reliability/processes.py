@@ -36,10 +36,22 @@ def cli_env(home: Path, api_url: str | None, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def digitflow(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run the console script to the end."""
+def digitflow(
+    *args: str,
+    env: dict[str, str],
+    cwd: Path = REPO,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run the console script to the end (`preexec_fn`: run in the child before it starts, to
+    set a resource limit, say)."""
     return subprocess.run(
-        [*DIGITFLOW, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
+        [*DIGITFLOW, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -68,7 +80,11 @@ def digitflow_all(
     return results
 
 
-def start(command: Sequence[str], env: dict[str, str] | None) -> subprocess.Popen:
+def start(
+    command: Sequence[str],
+    env: dict[str, str] | None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen:
     """Start a process (stdout and stderr captured as text; env None: this one's)."""
     return subprocess.Popen(
         list(command),
@@ -77,6 +93,7 @@ def start(command: Sequence[str], env: dict[str, str] | None) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -96,6 +113,19 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in the error line\n{shown}"
     return lines[0]
+
+
+STAGES = ("download", "prepare", "train", "evaluate", "publish")
+
+
+def assert_error_after_stages(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """`digitflow train` failing part-way: the stage lines of the stages that finished, then the
+    one-line error, as assert_one_line_error checks it (nothing else on stderr)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    shown = f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert all(line.startswith(tuple(f"{s}: " for s in STAGES)) for line in lines[:-1]), shown
+    last = subprocess.CompletedProcess(result.args, result.returncode, result.stdout, lines[-1])
+    return assert_one_line_error(last, *fragments)
 
 
 def wait_until(
