@@ -24,7 +24,7 @@ from flows.predict.output import (
 )
 from flows.predict.score import ModelPayload, ShardJob, score_shard
 from flows.predict.shards import WorkFolder
-from flows.predict.sources import LocalFiles
+from flows.predict.sources import LocalFiles, PredictError
 from netcore.config import NetworkConfig
 from netcore.errors import DataFileError
 from netcore.network import Network
@@ -155,6 +155,7 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
         listing = work.listing(number, shards[number])
         score_shard(ShardJob(number, listing, LocalFiles(images), model))
     (work.folder / ".part-x.parquet.1234.tmp").write_bytes(b"half a part")  # killed mid-write
+    work.release()  # as the crashed run's process would, dying
 
     with pytest.raises(DataFileError, match="belongs to another job"):
         WorkFolder.next_to(output).start({**job, "model": "registry/v2"}, resume=True)
@@ -166,6 +167,8 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
         assert merge.totals.scored == 6  # the earlier parts go in first
         raise OSError("disk full")  # a failure while merging: no output, the parts stay
     assert not output.exists() and len(work.parts()) == 2
+    work = WorkFolder.next_to(output)
+    assert work.start(job, resume=True) == done
     with work.merging(output) as merge:
         job_2 = ShardJob(2, work.listing(2, todo), LocalFiles(images), model)
         result = score_shard(job_2)
@@ -189,6 +192,7 @@ def test_a_fresh_start_clears_only_a_work_folder(tmp_path: Path) -> None:
     work = WorkFolder.next_to(output)
     work.start({"input": "a"}, resume=False)
     pq.write_table(sample_table(), work.listing(0, ["a.png"]).with_suffix(".parquet"))
+    work.release()
     assert WorkFolder.next_to(output).start({"input": "a"}, resume=False) == set()
     assert not list(work.folder.glob("part-*"))
     stranger = tmp_path / "mine.parquet.parts"
@@ -213,6 +217,7 @@ def test_a_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path) -> None:
     work.start({"input": str(images)}, resume=False)
     result = score_shard(ShardJob(0, work.listing(0, names[:2]), LocalFiles(images), model))
     assert (result.scored, result.failed) == (2, 0)
+    work.release()
 
     work = WorkFolder.next_to(output)
     assert work.start({"input": str(images)}, resume=True) == set(names[:2])
@@ -221,3 +226,20 @@ def test_a_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path) -> None:
         score_shard(job)
         merge.add(job.part)
     assert sorted(listed_names(read_predictions(output))) == sorted(names)
+
+
+def test_one_run_at_a_time_owns_an_output(tmp_path: Path) -> None:
+    """The lock is the kernel's (flock): the same in two processes as in two objects here."""
+    output = tmp_path / "out.parquet"
+    first = WorkFolder.next_to(output)
+    first.start({"input": "a"}, resume=False)
+    pq.write_table(sample_table(), first.folder / "part-1-000000.parquet")  # a live run's part
+    second = WorkFolder.next_to(output)
+    with pytest.raises(PredictError, match=rf"out.parquet: in use .* \(pid {os.getpid()} on "):
+        second.start({"input": "a"}, resume=False)
+    assert (first.folder / "part-1-000000.parquet").exists()  # never deleted under it
+    with first.merging(output):
+        pass
+    assert output.exists() and not output.with_name("out.parquet.lock").exists()
+    assert second.start({"input": "a"}, resume=False) == set()  # free again
+    second.release()
