@@ -41,6 +41,7 @@ from flows.paths import RunFolder, prefect_results_dir, processed_dir, raw_dir
 from flows.reports.evaluation import evaluation_markdown, per_class_rows
 from flows.reports.inline import figures_markdown
 from flows.runtime import console
+from flows.runtime.api_watch import artifact
 from flows.training.download import download
 from flows.training.evaluate import evaluate_run
 from flows.training.prepare import prepare
@@ -126,17 +127,20 @@ def train_task(
 def evaluate_task(prepared: dict[str, Any], trained: dict[str, Any], run_dir: str) -> dict:
     run = RunFolder(Path(run_dir))
     evaluation = evaluate_run(prepared, trained, run)
-    create_markdown_artifact(
+    artifact(
+        create_markdown_artifact,
         markdown=figures_markdown(evaluation.figures),
         key="mnist-evaluation-figures",
         description="Training curves, confusion matrix, confident mistakes, first-layer weights",
     )
-    create_table_artifact(
+    artifact(
+        create_table_artifact,
         table=per_class_rows(evaluation.metrics),
         key="mnist-evaluation-per-class",
         description=f"Per-class precision and recall on the MNIST test set ({run_dir})",
     )
-    create_markdown_artifact(
+    artifact(
+        create_markdown_artifact,
         markdown=evaluation_markdown(evaluation.metrics),
         key="mnist-evaluation",
         description="Test accuracy, confusion matrix and most-confused pairs",
@@ -158,13 +162,15 @@ def publish_task(
     publication = publish_run(prepared, run, registry, min_accuracy, provenance, warn)
     if publication.published:
         accuracy = provenance["test_accuracy"]
-        create_link_artifact(
+        artifact(
+            create_link_artifact,
             link=publication.link,
             link_text=f"MNIST model {publication.version} (test accuracy {accuracy:.2%})",
             key="mnist-model",
             description=f"The published model version {publication.version} in {registry}",
         )
-        create_markdown_artifact(
+        artifact(
+            create_markdown_artifact,
             markdown=publication.card,
             key="mnist-model-card",
             description=f"The model card (README.md) of {publication.version}, figures inlined",

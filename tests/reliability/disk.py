@@ -87,8 +87,3 @@ def file_size_limit(limit: int) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return limit_file_size
-
-
-def temporary_files(folder: Path) -> list[Path]:
-    """Half-written files netcore.io's atomic writes would leave (".<name>.<random>.tmp")."""
-    return sorted(folder.rglob(".*.tmp"))

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from flows.runtime.server import server_problem
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITFLOW = [str(Path(sys.executable).parent / "digitflow")]
@@ -95,6 +99,49 @@ def start(
         text=True,
         preexec_fn=preexec_fn,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A real `prefect server start` of its own (SQLite in `home`, a free 127.0.0.1 port), in
+    its own process group, for a test that kills it: yields (process, API URL); whatever is
+    left of it at the end is SIGKILLed."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # No UI and no background services (scheduler, event persister...): the API itself is what
+    # a CLI talks to, and it starts 5 s sooner without them.
+    command = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--no-ui"]
+    command += ["--no-services"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 180  # a busy 2-core machine has needed more than 60 s
+        while server_problem(url) is not None:
+            assert server.poll() is None, (home / "server.log").read_text()
+            assert time.monotonic() < deadline, "the Prefect server did not start in 180 s"
+            time.sleep(0.5)
+        yield server, url
+    finally:
+        kill_group(server)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started in its own session, and everything in its group."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def python_module(module: str, *args: str) -> list[str]:

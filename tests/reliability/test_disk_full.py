@@ -23,15 +23,14 @@ from flows.training.prepare import prepare
 from netcore.errors import DiskFullError
 from netcore.io import sha256_file
 from tests.reliability.conftest import EPOCHS
-from tests.reliability.disk import SmallDisk, file_size_limit, files_limited_to, temporary_files
+from tests.reliability.disk import SmallDisk, file_size_limit, files_limited_to
+from tests.reliability.on_disk import checkpoint_epochs, image_files, temporary_files
 from tests.reliability.processes import (
     assert_error_after_stages,
     assert_one_line_error,
     cli_env,
     digitflow,
 )
-from tests.reliability.test_predict_faults import image_files
-from tests.reliability.test_training_kill import checkpoint_epochs
 
 SHARD = 10
 

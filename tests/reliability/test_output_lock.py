@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from tests.reliability.on_disk import image_files, part_rows
 from tests.reliability.processes import (
     DIGITFLOW,
     assert_one_line_error,
@@ -25,7 +26,6 @@ from tests.reliability.processes import (
     start,
     wait_until,
 )
-from tests.reliability.test_predict_faults import image_files, part_rows
 
 
 def lock_holder(output: Path) -> int | None:
