@@ -22,6 +22,7 @@ from flows.registry.versions import STAGING, list_versions, load_published
 from flows.training.prepare import prepare
 from netcore.errors import DiskFullError
 from netcore.io import sha256_file
+from tests.conftest import TRAIN_FILE
 from tests.reliability.conftest import EPOCHS
 from tests.reliability.disk import SmallDisk, file_size_limit, files_limited_to
 from tests.reliability.on_disk import checkpoint_epochs, image_files, temporary_files
@@ -50,10 +51,12 @@ def needs(disk: SmallDisk | None) -> SmallDisk:
     return disk
 
 
-def predict_args(reference: dict[str, Any], folder: Path, output: Path) -> list[str]:
+def predict_args(
+    reference: dict[str, Any], folder: Path, output: Path, shard: int = SHARD, workers: int = 2
+) -> list[str]:
     return [
         *("predict", str(folder), "--model", str(reference["registry"])),
-        *("--output", str(output), "--shard-size", str(SHARD), "--workers", "2"),
+        *("--output", str(output), "--shard-size", str(shard), "--workers", str(workers)),
     ]
 
 
@@ -62,33 +65,46 @@ def assert_every_file_once(output: Path, folder: Path) -> None:
     assert len(paths) == len(set(paths)) and set(paths) == image_files(folder)
 
 
+@pytest.fixture(scope="module")
+def two_thousand(small_mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 2,000 training digits of the subset as PNG files, 0000.png to 1999.png."""
+    folder = tmp_path_factory.mktemp("two-thousand")
+    images = pq.read_table(small_mnist_dir / TRAIN_FILE).column("image").to_pylist()
+    for index, image in enumerate(images):
+        (folder / f"{index:04d}.png").write_bytes(image["bytes"])
+    return folder
+
+
 def test_part_files_on_a_full_disk_then_resume(
     reference: dict[str, Any],
-    digit_folder: Path,
+    two_thousand: Path,
     prefect_api: str,
     small_disk: SmallDisk | None,
     tmp_path: Path,
 ) -> None:
-    """Shards of 100 files: each part file takes a few pages, its listing one."""
+    """Two shards of 1,000 files, one worker: a part file is 67 KB, a listing 12 KB. With room
+    for everything else (job.json, the lock, the output's header and the two listings in flight
+    take at most 9 pages) and not for a part, the first part fails whatever the order."""
     env = cli_env(tmp_path / "data", prefect_api)
-    if small_disk is not None:  # ENOSPC: room for job.json, the output's header and the three
-        output = small_disk.folder / "out.parquet"  # listings (a page each), not for a part
-        small_disk.leave(24 << 10)
+    if small_disk is not None:  # ENOSPC
+        output = small_disk.folder / "out.parquet"
+        small_disk.leave(48 << 10)
         limit = None
     else:  # EFBIG: a listing fits, a part file does not
         output = tmp_path / "out.parquet"
-        limit = file_size_limit(6 << 10)
+        limit = file_size_limit(32 << 10)
     parts = output.with_name(output.name + ".parts")
-    args = [*predict_args(reference, digit_folder, output), "--shard-size", "100"]
+    args = predict_args(reference, two_thousand, output, shard=1000, workers=1)
     failed = digitflow(*args, env=env, preexec_fn=limit)
-    assert_one_line_error(failed, f"{parts}/part-", ".parquet: cannot write", "rerun with --resume")
+    line = assert_one_line_error(failed, "cannot write", "rerun with --resume")
+    assert line.startswith(f"digitflow: error: {parts}/part-") and ".parquet: cannot" in line
     assert not output.exists() and temporary_files(output.parent) == []
 
     if small_disk is not None:
         small_disk.free()
     done = digitflow(*args, "--resume", "--json", env=env)
     assert done.returncode == 0, done.stderr
-    assert_every_file_once(output, digit_folder)
+    assert_every_file_once(output, two_thousand)
     assert not parts.exists()
 
 
