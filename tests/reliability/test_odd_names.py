@@ -21,7 +21,15 @@ from flows.predict.output import listed_names, read_predictions
 from flows.reports.pages import least_confident_images
 from netcore.mnist import read_parquet
 from tests.conftest import TEST_FILE
-from tests.reliability.processes import DIGITFLOW, cli_env, digitflow, kill, start, wait_until
+from tests.reliability.processes import (
+    DIGITFLOW,
+    cli_env,
+    digitflow,
+    digitflow_all,
+    kill,
+    start,
+    wait_until,
+)
 
 ODD_NAMES = [
     b"caf\xe9 \xff.png",  # Latin-1, not UTF-8
@@ -87,26 +95,26 @@ def test_every_name_is_scored_once_through_a_kill_and_resume(
     assert len(names) == len(set(names)) and set(names) == expected  # once each, by exact bytes
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_odd_names_in_text_outputs_and_the_report(
-    reference: dict[str, Any], odd_folder: Path, prefect_api: str, tmp_path: Path, suffix: str
+    reference: dict[str, Any], odd_folder: Path, prefect_api: str, tmp_path: Path
 ) -> None:
     folder = odd_folder / "zz-odd"
-    output = tmp_path / f"odd{suffix}"
+    outputs = [tmp_path / "odd.csv", tmp_path / "odd.jsonl"]
     env = cli_env(tmp_path / "data", prefect_api)
     model = str(reference["registry"])
-    done = digitflow("predict", str(folder), "--model", model, "--output", str(output), env=env)
-    assert done.returncode == 0, done.stderr
-    table = read_predictions(output)
-    assert {os.fsencode(name) for name in listed_names(table)} == set(ODD_NAMES)
-    assert table.column("error").null_count == table.num_rows  # every one scored
-    shown = {row["path"]: row["path_hex"] for row in table.to_pylist()}
-    assert shown["-rf.png"] is None and shown["two\nlines.png"] is None
+    commands = [["predict", str(folder), "--model", model, "--output", str(o)] for o in outputs]
+    for output, done in zip(outputs, digitflow_all(commands, env), strict=True):
+        assert done.returncode == 0, done.stderr
+        table = read_predictions(output)
+        assert {os.fsencode(name) for name in listed_names(table)} == set(ODD_NAMES)
+        assert table.column("error").null_count == table.num_rows  # every one scored
+        shown = {row["path"]: row["path_hex"] for row in table.to_pylist()}
+        assert shown["-rf.png"] is None and shown["two\nlines.png"] is None
 
     page = tmp_path / "odd.html"
-    args = ["--predictions", str(output), "--input", str(folder), "--output", str(page)]
+    args = ["--predictions", str(outputs[0]), "--input", str(folder), "--output", str(page)]
     report = digitflow("report", *args, env=env)
     assert report.returncode == 0 and page.is_file(), report.stderr
     # What the page shows, done here: each image is opened again by its exact name.
-    _, captions = least_confident_images(table, folder)
+    _, captions = least_confident_images(read_predictions(outputs[0]), folder)
     assert len(captions) == len(ODD_NAMES) and not any("cannot read" in c for c in captions)
