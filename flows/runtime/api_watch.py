@@ -71,7 +71,7 @@ class ApiWatch:
         watch = cls(url or "", on_loss)
         if url:
             threading.Thread(target=watch._run, name="digitflow-api-watch", daemon=True).start()
-        _current["watch"] = watch
+            _current["watch"] = watch
         try:
             yield watch
         finally:
@@ -108,11 +108,11 @@ class ApiWatch:
 
     def _declare_lost(self) -> None:
         self.lost_at = time.time()
+        if self.on_loss is not None:  # first: by the time the flows see the loss, it is done
+            self.on_loss()
         self.lost.set()
         self.decided.notify_all()
         threading.Thread(target=self._end_if_still_running, daemon=True).start()
-        if self.on_loss is not None:
-            self.on_loss()
 
     def _end_if_still_running(self) -> None:
         """The last resort: something waits on the API in a way nothing else bounds."""

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from flows.runtime.server import server_problem
@@ -107,34 +108,43 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass
+class PrefectServer:
+    """A real `prefect server start` of its own, for a test that kills it (`kill_group`)."""
+
+    process: subprocess.Popen
+    url: str  # its API
+    home: Path  # its PREFECT_HOME: SQLite database, server.log
+
+    def wait_until_ready(self, limit: float = 180) -> None:
+        """Until its API answers (a busy 2-core machine has needed more than 60 s)."""
+        deadline = time.monotonic() + limit
+        while server_problem(self.url) is not None:
+            assert self.process.poll() is None, (self.home / "server.log").read_text()
+            assert time.monotonic() < deadline, f"the Prefect server did not start in {limit} s"
+            time.sleep(0.5)
+
+
 @contextmanager
-def prefect_server(home: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A real `prefect server start` of its own (SQLite in `home`, a free 127.0.0.1 port), in
-    its own process group, for a test that kills it: yields (process, API URL); whatever is
-    left of it at the end is SIGKILLed."""
+def prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """Start one (SQLite in `home`, a free 127.0.0.1 port, its own process group) without
+    waiting for it; whatever is left of it at the end is SIGKILLed."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     # No UI and no background services (scheduler, event persister...): the API itself is what
     # a CLI talks to, and it starts 5 s sooner without them.
     command = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--no-ui"]
-    command += ["--no-services"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-services", "--host", "127.0.0.1", "--port", str(port)]
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "server.log", "w") as log:
-        server = subprocess.Popen(
+        process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 180  # a busy 2-core machine has needed more than 60 s
-        while server_problem(url) is not None:
-            assert server.poll() is None, (home / "server.log").read_text()
-            assert time.monotonic() < deadline, "the Prefect server did not start in 180 s"
-            time.sleep(0.5)
-        yield server, url
+        yield PrefectServer(process, f"http://127.0.0.1:{port}/api", home)
     finally:
-        kill_group(server)
+        kill_group(process)
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.reliability.on_disk import checkpoint_epochs, image_files
 from tests.reliability.processes import (
     DIGITFLOW,
     TIMEOUT,
+    PrefectServer,
     cli_env,
     digitflow_all,
     kill_group,
@@ -45,6 +47,14 @@ MAX_LINES = 3
 INCOMPLETE_RECORD = "the run's record in Prefect is incomplete"
 LOST = r"digitflow: error: the Prefect API at \S+ stopped answering at [0-9:]+; stopped: "
 EPOCHS = 120  # with 512 hidden units on the 2,000-row subset: 8 s of training here, alone
+
+
+@pytest.fixture(scope="module")
+def doomed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A Prefect server of the test's own, started before `scans` so that it boots while the
+    files are written (the test waits for it, then kills it)."""
+    with prefect_server(tmp_path_factory.mktemp("doomed-prefect")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +104,7 @@ def assert_scored_once(output: Path, files: set[str]) -> None:
 
 
 def test_the_server_dies_under_three_runs(
+    doomed_server: PrefectServer,
     reference: dict[str, Any],
     quick_training: list[str],
     scans: Path,
@@ -117,19 +128,19 @@ def test_the_server_dies_under_three_runs(
         "slow": [*predict, "--output", str(slow), "--shard-size", "20", "--workers", "1"],
         "training": [*quick_training, "--hidden", "512", "--epochs", str(EPOCHS)],
     }
-    with prefect_server(tmp_path / "prefect") as (server, url):
-        env = cli_env(tmp_path / "data", url)
-        runs = {
-            "slow": start([*DIGITFLOW, *commands["slow"]], env),
-            "training": start([*DIGITFLOW, *commands["training"]], cli_env(home, url)),
-        }
-        wait_until(lambda: started(slow), runs["slow"], "the slow run's first shard")
-        wait_until(lambda: checkpoint_epochs(home) >= 2, runs["training"], "epoch 2's checkpoint")
-        runs["quick"] = start([*DIGITFLOW, *commands["quick"]], env)
-        wait_until(lambda: started(quick), runs["quick"], "the quick run's first shard")
-        kill_group(server)
-        killed = time.monotonic()
-        results = wait_all(runs, killed)
+    doomed_server.wait_until_ready()
+    url = doomed_server.url
+    env = cli_env(tmp_path / "data", url)
+    runs = {
+        "slow": start([*DIGITFLOW, *commands["slow"]], env),
+        "training": start([*DIGITFLOW, *commands["training"]], cli_env(home, url)),
+    }
+    wait_until(lambda: started(slow), runs["slow"], "the slow run's first shard")
+    wait_until(lambda: checkpoint_epochs(home) >= 2, runs["training"], "epoch 2's checkpoint")
+    runs["quick"] = start([*DIGITFLOW, *commands["quick"]], env)
+    wait_until(lambda: started(quick), runs["quick"], "the quick run's first shard")
+    kill_group(doomed_server.process)
+    results = wait_all(runs, killed=time.monotonic())
 
     after = cli_env(tmp_path / "data", prefect_api)
     reruns: dict[str, list[str]] = {}
