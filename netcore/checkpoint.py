@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from netcore.errors import ModelFileError
 from netcore.io import write_atomic
@@ -32,8 +32,10 @@ def save_checkpoint(
     tensors["velocity"] = velocity
     if best is not None:
         tensors |= {f"best/{k}": v for k, v in best.items()}
-    metadata = {"state": json.dumps(state)}
-    write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
+    # Serialized here and written by Python: safetensors' own file writer reports a full disk as
+    # a SafetensorError without an errno, which netcore.io could not tell from any other failure.
+    data = save(tensors, metadata={"state": json.dumps(state)})
+    write_atomic(path, lambda temporary: temporary.write_bytes(data))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from netcore.errors import ModelFileError
+from netcore.io import write_json
 
 
 @dataclass
@@ -133,9 +134,8 @@ def _from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 
 def save_config(path: str | Path, network: NetworkConfig, training: TrainConfig | None) -> None:
-    """Write `{"network": ..., "training": ...}` as JSON."""
-    document = {"network": network.to_dict(), "training": training and training.to_dict()}
-    Path(path).write_text(json.dumps(document, indent=2) + "\n")
+    """Write `{"network": ..., "training": ...}` as JSON, atomically."""
+    write_json(path, {"network": network.to_dict(), "training": training and training.to_dict()})
 
 
 def load_config(path: str | Path) -> tuple[NetworkConfig, TrainConfig | None]:

@@ -20,6 +20,11 @@ class FileProblem(NetcoreError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from (path, problem), not from the message: it crosses process boundaries
+        # (a Dask worker's task, a worker process's chunk).
+        return type(self), (self.path, self.problem)
+
 
 class ModelFileError(FileProblem):
     """A weights or config file is missing, malformed, or does not match its config."""
@@ -27,6 +32,11 @@ class ModelFileError(FileProblem):
 
 class DataFileError(FileProblem):
     """A dataset file (Parquet, .npy) has the wrong schema, size, labels or images."""
+
+
+class DiskFullError(FileProblem):
+    """No room to write a file: the device is full (ENOSPC), a disk quota is used up (EDQUOT), or
+    the file would pass the process's file-size limit (EFBIG)."""
 
 
 class ImageError(FileProblem):

@@ -12,14 +12,18 @@
 The temporary file lives in the destination folder (a rename never crosses file systems), is
 flushed to the disk (fsync) before it is renamed over the destination, and the folder is synced
 after, so that after a crash or power loss the path holds the old file or the complete new one,
-never a mix. On any error, a full disk among them, the temporary file is removed and the
-destination is left as it was. `write_new` is the same for a file that must not exist yet: it is
-linked into place instead of renamed, so of two writers exactly one creates it, complete.
+never a mix. On any error the temporary file is removed and the destination is left as it was; a
+full disk (ENOSPC, EDQUOT or EFBIG) becomes a DiskFullError naming the destination, one line for
+the user. `writing(location)` does that last part for writes that are not atomic (a folder being
+assembled, say). `write_new` is the same for a file that must not exist yet: it is linked into
+place instead of renamed, so of two writers exactly one creates it, complete.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -30,11 +34,20 @@ from typing import Any
 
 import numpy as np
 
+from netcore.errors import DiskFullError
+
 # Bytes read at a time when hashing: large enough to be fast, small enough to bound memory.
 CHUNK = 1 << 20
 # Temporary files are named ".<name>.<random>.tmp" beside their destination; TEMPORARY_GLOB
 # finds the ones a killed writer left behind.
 TEMPORARY_GLOB = ".*.tmp"
+# What a write fails with when there is no room: the device is full, the user's disk quota is
+# used up, or the file would pass this process's file-size limit (RLIMIT_FSIZE).
+NO_ROOM = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file would pass this process's file-size limit",
+}
 
 
 def temporary_name(path: str | Path) -> Path:
@@ -49,15 +62,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     disk and renamed to `path` (atomic on POSIX); on an error it is removed. The destination's
     folder is created if needed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_name(path)
     try:
-        yield temporary
-        _fsync(temporary)
-        os.replace(temporary, path)
-        _fsync(path.parent)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield temporary
+            _fsync(temporary)
+            os.replace(temporary, path)
+            _fsync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def writing(location: str | Path) -> Iterator[None]:
+    """Within the block, a write that fails for want of room (NO_ROOM) raises DiskFullError
+    naming `location` (the file or folder being written) instead of a bare OSError."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in NO_ROOM:
+            raise
+        reason = f"{NO_ROOM[error.errno]} ({errno.errorcode[error.errno]})"
+        raise DiskFullError(location, f"cannot write: {reason}") from None
 
 
 def _fsync(path: Path) -> None:
@@ -105,12 +132,11 @@ def write_json(path: str | Path, document: Any) -> Path:
 
 def write_npy(path: str | Path, array: np.ndarray) -> Path:
     """Save `array` as .npy (never pickled), atomically."""
-
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as f:  # a file object: np.save would append ".npy" to the name
-            np.save(f, array, allow_pickle=False)
-
-    return write_atomic(path, write)
+    # Through memory: np.save into a real file writes with C's fwrite, whose failure on a full
+    # disk is an OSError without an errno ("N requested and M written"), not a DiskFullError.
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return write_atomic(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))
 
 
 def sha256_file(path: str | Path) -> str:

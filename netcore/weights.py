@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from netcore.config import TrainConfig, load_config, save_config
 from netcore.errors import ModelFileError
+from netcore.io import write_atomic
 from netcore.network import Network, param_shapes
 
 WEIGHTS_FILE = "model.safetensors"
@@ -26,11 +27,12 @@ CONFIG_FILE = "config.json"
 def save_model(
     network: Network, directory: str | Path, training: TrainConfig | None = None
 ) -> None:
-    """Write the weights and the configs into `directory` (created if needed)."""
+    """Write the weights and the configs into `directory` (created if needed), each atomically."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(p) for name, p in network.params.items()}
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "netcore-mlp"})
+    # Serialized here, written by netcore.io (see netcore.checkpoint for why).
+    data = save(tensors, metadata={"format": "netcore-mlp"})
+    write_atomic(directory / WEIGHTS_FILE, lambda temporary: temporary.write_bytes(data))
     save_config(directory / CONFIG_FILE, network.config, training)
 
 

@@ -7,9 +7,9 @@
 
 This module is the group: it registers one command per module of flows/cli/ (train, predict,
 models, report, serve), and turns every error a user can cause (a NetcoreError, a click usage
-error, an unreachable Prefect API) into one line, "digitflow: error: ...", on stderr with a
-non-zero exit: never a traceback. Commands that run a flow share flows/cli/runner.py; no command
-imports this module.
+error, an unreachable Prefect API, a full disk) into one line, "digitflow: error: ...", on stderr
+with a non-zero exit: never a traceback. Commands that run a flow share flows/cli/runner.py; no
+command imports this module.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from flows.cli.predict import predict
 from flows.cli.report import report
 from flows.cli.serve import serve_command
 from flows.cli.train import train
-from netcore.errors import NetcoreError
+from netcore.errors import DiskFullError, NetcoreError
+from netcore.io import NO_ROOM
 
 EXIT_ERROR = 1
 
@@ -49,8 +50,16 @@ class DigitflowGroup(click.Group):
             _fail(error.format_message() + hint, error.exit_code)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code)
+        except DiskFullError as error:
+            _fail(f"{error}; free some space and run again", EXIT_ERROR)
         except NetcoreError as error:
             _fail(str(error), EXIT_ERROR)
+        except OSError as error:
+            if error.errno not in NO_ROOM:
+                raise
+            # A full disk where no DiskFullError names the file (a library's own write).
+            where = error.filename or "a file"
+            _fail(f"{where}: cannot write: {NO_ROOM[error.errno]}; free some space", EXIT_ERROR)
         except (click.Abort, KeyboardInterrupt):
             _fail("interrupted", 130)
         sys.exit(code if isinstance(code, int) else 0)

@@ -31,8 +31,8 @@ Examples:
   digitflow predict scans/ --task-runner dask --dask-address tcp://scheduler:8786
 
 Output: one row per image file (PNG, JPEG, BMP, GIF, TIFF, WebP by extension, any case): path,
-label, confidence, prob_0..prob_9, error, model_version, model_alias. Other files are skipped
-and counted.""",
+label, confidence, prob_0..prob_9, error, model_version, model_alias, path_hex (a name that is
+not UTF-8, as hex). Other files are skipped and counted.""",
 )
 @click.argument("input")
 @click.option(

@@ -37,11 +37,14 @@ from flows.predict.score import ShardJob, ShardResult, score_shard
 from flows.predict.shards import DEFAULT_SHARD_SIZE, Merge
 from flows.predict.sources import PredictError
 from flows.runtime import console
+from flows.runtime.api_watch import artifact, stop_if_lost
+from netcore.errors import NetcoreError
 from netcore.images import DEFAULT_MAX_PIXELS
 
 quiet_pillow()
 
 ARTIFACT_KEY = "batch-predict-summary"
+KEPT = "finished shards are kept: rerun with --resume to continue"
 
 
 @task(name="score-shard", cache_policy=NO_CACHE, task_run_name="score-shard-{job.number}")
@@ -78,7 +81,7 @@ def predict_flow(
         results = _score_all(plan.jobs(), plan.processes, plan.workers, merge, bar_length)
         scoring_seconds = time.perf_counter() - scoring_started
     summary = plan.summary(merge.totals, results, scoring_seconds)
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=summary_markdown(summary))
+    artifact(create_markdown_artifact, key=ARTIFACT_KEY, markdown=summary_markdown(summary))
     return summary
 
 
@@ -86,25 +89,28 @@ def _score_all(
     jobs: Iterator[ShardJob], processes: int, workers: int, merge: Merge, bar_length: int
 ) -> list[ShardResult]:
     """Run a task per shard, at most 2 x `workers` at a time, merging each part into the output
-    as it finishes."""
+    as it finishes; stop between shards if the Prefect API is lost (the parts stay)."""
     in_flight: deque = deque()
     results: list[ShardResult] = []
     with console.progress(bar_length, "scoring") as bar:
 
         def collect() -> None:
+            stop_if_lost(KEPT)
             job, future = in_flight.popleft()
             try:
                 result = future.result()
+            except NetcoreError:
+                raise  # says what and where itself (a full disk: the work folder adds --resume)
             except Exception as error:
                 raise PredictError(
-                    f"shard {job.number} failed ({type(error).__name__}: {error}); "
-                    "finished shards are kept: rerun with --resume to continue"
+                    f"shard {job.number} failed ({type(error).__name__}: {error}); {KEPT}"
                 ) from error
             merge.add(job.part)
             results.append(result)
             bar.update(result.scored + result.failed)
 
         for job in jobs:
+            stop_if_lost(KEPT)
             in_flight.append((job, score_shard_task.submit(job, processes)))
             if len(in_flight) >= 2 * workers:
                 collect()

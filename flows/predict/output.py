@@ -2,18 +2,22 @@
 
 One row per image file:
 
-    path            relative to the input folder ("/"-separated)
+    path            relative to the input folder ("/"-separated); a name that is not valid UTF-8
+                    (a byte such as 0xff, from an old archive) shows each such byte as \\xNN
     label           int64, the predicted digit; null when the file could not be scored
     confidence      float32, the predicted digit's probability; null on error
     prob_0..prob_9  float32 class probabilities; null on error
     error           null, or the one-line reason the file could not be scored
     model_version   the published version that scored it
     model_alias     the alias it was asked for by (production, latest...); null for a version
+    path_hex        null; for a name that is not valid UTF-8, its exact bytes as hex digits
+                    (bytes.fromhex(path_hex)), since `path` alone could be a valid name too
 
     table = prediction_table(paths, probabilities, problems, "v3", "production")
     with atomic_writer("out/predictions.csv") as write:   # .parquet, .csv or .jsonl, any case
         write(table)                                       # any number of tables, streamed
     table = read_predictions(Path("out/predictions.csv"))  # any of the three, checked
+    listed_names(table)        # each row's file name exactly as the listing gave it (resume)
 
 The writer streams into a temporary file that netcore.io.atomic_path renames over the destination
 when it is complete, so the final path holds either nothing, the old file, or the complete new one.
@@ -22,6 +26,7 @@ when it is complete, so the final path holds either nothing, the old file, or th
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,11 +52,12 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
         ("model_version", pa.string()),
         ("model_alias", pa.string()),
+        ("path_hex", pa.string()),
     ]
 )
-# Columns that files written before they existed lack: read as nulls.
-ADDED_COLUMNS = ("model_alias",)
 FORMATS = (".parquet", ".csv", ".jsonl")
+# Columns added after the first release: a file written before lacks them (read as nulls).
+ADDED_LATER = ("model_alias", "path_hex")
 
 
 def output_format(path: str | Path) -> str:
@@ -72,19 +78,51 @@ def prediction_table(
     model_version: str,
     model_alias: str | None = None,
 ) -> pa.Table:
-    """Rows for `paths`: probabilities `(n, 10)` where `problems[i]` is None, else an error row."""
+    """Rows for `paths`: probabilities `(n, 10)` where `problems[i]` is None, else an error row.
+
+    `paths` are names as os.scandir gives them: a byte that is not UTF-8 comes as a lone
+    surrogate ("\\udcff"), which Arrow's UTF-8 strings cannot hold (issue 12: such a name failed
+    its whole shard); it is shown escaped in `path` and kept exactly in `path_hex`."""
     failed = np.array([problem is not None for problem in problems], dtype=bool)
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(paths), CLASSES)
     columns = [
-        pa.array(paths, pa.string()),
+        pa.array([shown(path) for path in paths], pa.string()),
         pa.array(probabilities.argmax(axis=1), pa.int64(), mask=failed),
         pa.array(probabilities.max(axis=1), pa.float32(), mask=failed),
         *[pa.array(probabilities[:, k], pa.float32(), mask=failed) for k in range(CLASSES)],
-        pa.array(problems, pa.string()),
+        pa.array([None if p is None else shown(p) for p in problems], pa.string()),
         pa.array([model_version] * len(paths), pa.string()),
         pa.array([model_alias] * len(paths), pa.string()),
+        pa.array([_hex_unless_utf8(path) for path in paths], pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def shown(text: str) -> str:
+    """`text` as valid UTF-8: a byte that is not UTF-8 (a lone surrogate from the file system)
+    becomes the four characters \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _hex_unless_utf8(path: str) -> str | None:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).hex()
+    return None
+
+
+def listed_names(table: pa.Table) -> list[str]:
+    """Each row's file name exactly as the listing gave it (lone surrogates included): what a
+    resumed run compares its listing with, and what opens the file again."""
+    paths = table.column("path").to_pylist()
+    if "path_hex" not in table.column_names:
+        return paths
+    raw = table.column("path_hex").to_pylist()
+    return [
+        path if hex_digits is None else os.fsdecode(bytes.fromhex(hex_digits))
+        for path, hex_digits in zip(paths, raw, strict=True)
+    ]
 
 
 @contextmanager
@@ -123,8 +161,17 @@ def read_part(path: str | Path, columns: Sequence[str] | None = None) -> pa.Tabl
     call, a large part of a small batch-prediction flow (docs/benchmarks.md)."""
     names = list(columns) if columns else SCHEMA.names
     with pq.ParquetFile(path) as part:
-        table = part.read(columns=names)
-    return table.cast(pa.schema([SCHEMA.field(name) for name in names]))
+        present = set(part.schema_arrow.names)
+        table = part.read(columns=[name for name in names if name in present])
+    return _in_layout(table, names)
+
+
+def _in_layout(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """`table`'s columns `names` in SCHEMA's types, ADDED_LATER ones as nulls where missing."""
+    for name in names:
+        if name not in table.column_names and name in ADDED_LATER:
+            table = table.append_column(name, pa.nulls(table.num_rows, SCHEMA.field(name).type))
+    return table.select(list(names)).cast(pa.schema([SCHEMA.field(name) for name in names]))
 
 
 def read_predictions(path: Path) -> pa.Table:
@@ -132,9 +179,14 @@ def read_predictions(path: Path) -> pa.Table:
     DataFileError naming the file otherwise."""
     readers = {
         ".parquet": pq.read_table,
-        # pyarrow's CSV writer writes a null string as an empty field.
+        # pyarrow's CSV writer writes a null string as an empty field; text columns are read as
+        # text (hex digits or a version name could look like a number).
         ".csv": lambda file: pa.csv.read_csv(
-            file, convert_options=pa.csv.ConvertOptions(strings_can_be_null=True)
+            file,
+            convert_options=pa.csv.ConvertOptions(
+                column_types={f.name: f.type for f in SCHEMA if f.type == pa.string()},
+                strings_can_be_null=True,
+            ),
         ),
         ".jsonl": pa.json.read_json,
     }
@@ -146,12 +198,13 @@ def read_predictions(path: Path) -> pa.Table:
     try:
         # Read as written, then check and cast: a typed read would invent missing columns.
         table = reader(path)
-        for name in ADDED_COLUMNS:
-            if name not in table.column_names:
-                table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
-        missing = [name for name in SCHEMA.names if name not in table.column_names]
+        missing = [
+            name
+            for name in SCHEMA.names
+            if name not in table.column_names and name not in ADDED_LATER
+        ]
         if missing:
             raise DataFileError(path, f"not batch-predict output: missing column(s) {missing}")
-        return table.select(SCHEMA.names).cast(SCHEMA)
+        return _in_layout(table, SCHEMA.names)
     except (OSError, pa.ArrowException) as error:
         raise DataFileError(path, f"not batch-predict output ({error})") from None

@@ -2,7 +2,7 @@
 cut into shards.
 
     work = WorkFolder.next_to("out/predictions.parquet")     # out/predictions.parquet.parts/
-    done = work.start({"input": "/scans", "model": "v3"}, resume=True)   # paths already scored
+    done = work.start({"input": "/scans", "model": "v3"}, resume=True)   # locked; paths scored
     with work.merging("out/predictions.parquet") as merge:   # earlier parts go in first
         for number, files in enumerate(shards(listing, 5000, workers, done)):
             job_listing = work.listing(number, files)       # part-<run>-000000.json
@@ -12,7 +12,8 @@ cut into shards.
 
 Part files are Parquet in the prediction layout (flows.predict.output) and written atomically, so
 after a crash or a kill each part is complete or absent: a resumed run scores exactly the files no
-part holds yet, and the output has each once.
+part holds yet, and the output has each once. One run at a time owns an output and its work
+folder (flows.predict.lock): a second one refuses, so a live run's parts are never deleted.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from flows.predict.output import CLASSES, atomic_writer, read_part
-from netcore.errors import DataFileError
+from flows.predict.lock import OutputLock
+from flows.predict.output import CLASSES, atomic_writer, listed_names, read_part
+from flows.predict.sources import PredictError
+from netcore.errors import DataFileError, DiskFullError
 from netcore.io import TEMPORARY_GLOB, write_atomic, write_json
 
 JOB_FILE = "job.json"
@@ -58,20 +61,37 @@ class Totals:
 
 class WorkFolder:
     """The part files of one output, in `<output>.parts/` next to it, plus `job.json` naming the
-    job they belong to (a resume must be the same job)."""
+    job they belong to (a resume must be the same job). A run owns it, and the output, from
+    `start` to the end of `merging` (flows.predict.lock: `<output>.lock`)."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, output: str | Path):
+        self.output = Path(output)
+        self.folder = self.output.with_name(self.output.name + ".parts")
         self.run = ""
+        self.lock: OutputLock | None = None
 
     @classmethod
     def next_to(cls, output: str | Path) -> WorkFolder:
-        output = Path(output)
-        return cls(output.with_name(output.name + ".parts"))
+        return cls(output)
 
     def start(self, job: dict, resume: bool) -> set[str]:
-        """Get ready to score `job`; returns the paths already scored (only when resuming the
-        same job; otherwise any earlier parts are deleted)."""
+        """Take the output's lock (a PredictError names the run holding it), and get ready to
+        score `job`; returns the paths already scored (only when resuming the same job;
+        otherwise any earlier parts are deleted: those of a run that is gone)."""
+        self.lock = OutputLock.take(self.output)
+        try:
+            return self._start(job, resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Let go of the output (done by `merging`; a process that dies lets go by itself)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _start(self, job: dict, resume: bool) -> set[str]:
         job_file = self.folder / JOB_FILE
         # Parts names sort by run, then shard: the output lists earlier runs first.
         self.run = f"{time.time_ns():020d}"
@@ -85,7 +105,9 @@ class WorkFolder:
             for leftover in self.folder.glob(TEMPORARY_GLOB):  # a part being written when killed
                 leftover.unlink()
             return {
-                path for part in self.parts() for path in read_part(part, ["path"])[0].to_pylist()
+                name
+                for part in self.parts()
+                for name in listed_names(read_part(part, ["path", "path_hex"]))
             }
         if self.folder.exists():
             if not job_file.is_file():
@@ -109,12 +131,20 @@ class WorkFolder:
         """Stream parts into `output` as they are added (those an earlier run left, first), one
         part in memory at a time; on a clean exit the output appears complete (atomically) and
         the work folder is deleted; on an error the output is untouched and the parts stay."""
-        with atomic_writer(output) as write:
-            merge = Merge(write)
-            for part in self.parts():
-                merge.add(part)
-            yield merge
-        shutil.rmtree(self.folder)
+        try:
+            with atomic_writer(output) as write:
+                merge = Merge(write)
+                for part in self.parts():
+                    merge.add(part)
+                yield merge
+            shutil.rmtree(self.folder)
+        except DiskFullError as error:  # a part, a listing or the output itself
+            raise PredictError(
+                f"{error}; the finished shards are kept in {self.folder}: free some space, "
+                "then rerun with --resume"
+            ) from None
+        finally:
+            self.release()
 
 
 class Merge:

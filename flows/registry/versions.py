@@ -60,7 +60,7 @@ from flows.registry.store import (
     open_registry,
     registry_lock,
 )
-from netcore.io import write_atomic
+from netcore.io import write_atomic, writing
 from netcore.network import Network
 from netcore.weights import load_model
 
@@ -190,13 +190,17 @@ def _publish_local(
     root: Path, payload: Path, describe: Callable[[str], dict[str, str]], provenance: dict
 ) -> str:
     staging = root / STAGING / uuid.uuid4().hex
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(payload, staging)
+    # Staging is removed whatever happens from here on: a full disk during the copy used to leave
+    # the partial copy behind, keeping the disk full (issue 12). (A SIGKILL still leaves it.)
     try:
+        with writing(root):
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            copy_files(payload, staging)
         while True:
             number = max(_version_dirs(LocalFileSystem(), str(root)), default=0) + 1
             version = f"v{number}"
-            _finish_version(staging, version, describe, provenance)
+            with writing(root):
+                _finish_version(staging, version, describe, provenance)
             try:
                 # The commit and the lock in one step: rename fails if vN exists and is not empty.
                 os.rename(staging, root / version)
@@ -223,8 +227,9 @@ def _publish_remote(
     fs.makedirs(f"{root}/{version}", exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / version
-        shutil.copytree(payload, folder)
-        _finish_version(folder, version, describe, provenance)
+        with writing(folder):
+            copy_files(payload, folder)
+            _finish_version(folder, version, describe, provenance)
         names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
         names.remove(MANIFEST_FILE)
         for name in [*names, MANIFEST_FILE]:  # the manifest last: it marks the version complete
@@ -242,6 +247,16 @@ def _claimed_numbers(fs: fsspec.AbstractFileSystem, root: str) -> set[int]:
         claims = []
     numbers = {version_number(PurePosixPath(claim).name) for claim in claims}
     return {n for n in numbers if n is not None} | set(_version_dirs(fs, root))
+
+
+def copy_files(source: Path, destination: Path) -> None:
+    """Copy every file under `source` to the same place under `destination`. (shutil.copytree
+    would gather a full disk's errors into one shutil.Error that has no errno.)"""
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            target = destination / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
 
 
 def update_alias(registry: str) -> str | None:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.paths import FIGURES_DIR, METRICS_FILE
-from flows.predict.output import read_predictions
+from flows.predict.output import listed_names, read_predictions
 from flows.registry.manifest import verify
 from flows.registry.store import RegistryError
 from flows.registry.versions import DEFAULT_ALIAS, resolve, split_spec
@@ -34,7 +34,7 @@ from flows.reports import figures
 from flows.reports.inline import Figure, Table, html_page
 from netcore.errors import DataFileError
 from netcore.images import load_digits
-from netcore.io import write_atomic
+from netcore.io import write_atomic, writing
 
 LEAST_CONFIDENT = figures.GRID_COLUMNS * figures.GRID_ROWS
 
@@ -59,11 +59,12 @@ def least_confident_images(
 ) -> tuple[np.ndarray, list[str]]:
     """The `count` least confident scored images as the network saw them, read again from
     `input_dir` through netcore.images, with captions; blank where a file cannot be read now."""
-    rows = least_confident(table, count).to_pylist()
+    chosen = least_confident(table, count)
+    rows = chosen.to_pylist()
     files = []
-    for row in rows:
+    for name in listed_names(chosen):  # the names that open the files: path_hex where needed
         try:
-            files.append(str(input_file(input_dir, row["path"])))
+            files.append(str(input_file(input_dir, name)))
         except DataFileError:
             files.append("")  # load_digits reports it as unreadable
     pixels, problems = load_digits(files)
@@ -179,7 +180,7 @@ def write_report(
 ) -> str:
     """Write the page for `predictions` (with images from `input_dir`) or, without them, for the
     version `spec` ("REGISTRY[@VERSION]"), to `output` atomically; returns the page."""
-    with tempfile.TemporaryDirectory(prefix="digitflow-report-") as work:
+    with tempfile.TemporaryDirectory(prefix="digitflow-report-") as work, writing(work):
         if predictions is not None:
             page = predictions_page(predictions, input_dir, Path(work))
         else:

@@ -2,11 +2,13 @@
 
 `configure_prefect(verbose)` puts Prefect's settings into the environment; call it before anything
 imports prefect (the CLI does), since Prefect reads them once, at import. `quiet_console()` then
-keeps failed-run tracebacks off the terminal (the CLI reports errors in one line itself).
+keeps Prefect's own lines (failed-run tracebacks, its services' complaints) off the terminal: the
+CLI reports errors in one line itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 
@@ -43,32 +45,35 @@ def configure_prefect(verbose: bool = False) -> None:
         os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
 
 
-class _HideRunFailures(logging.Filter):
-    """Drops the ERROR records (with tracebacks) Prefect logs for a failed flow or task run."""
+class _HidePrefectsOwnLines(logging.Filter):
+    """Drops what Prefect itself logs (records made by code inside the prefect package): failed
+    runs' tracebacks, "Still processing items" while its services flush at exit, and, when its
+    API stops answering, a warning and an error per undeliverable event (326 KB of them after
+    one prediction, issue 12). What digitflow logs through Prefect's run loggers (a record made
+    in flows/) still shows; everything still reaches the Prefect API."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefect = os.path.dirname(importlib.util.find_spec("prefect").origin or "") + os.sep
 
     def filter(self, record: logging.LogRecord) -> bool:
-        run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-        return not (run_logger and record.levelno >= logging.ERROR)
-
-
-class _HideFlushProgress(logging.Filter):
-    """Drops "Still processing items: N items remaining...", which Prefect's event and log
-    services print while they flush at exit: progress, not a problem, and it would follow the
-    CLI's one-line error (tests/reliability/test_cli_walk.py)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Still processing items")
+        return not record.pathname.startswith(self.prefect)
 
 
 def quiet_console() -> None:
-    """Keep failed-run tracebacks and flush progress off the console (the tracebacks still
-    reach the Prefect API).
+    """Keep Prefect's own lines off the console (the CLI reports errors in one line itself; -v
+    shows them all).
 
     Call after prefect is imported, unless verbose; calling it twice is harmless.
     """
-    for handler in logging.getLogger().handlers:
-        if type(handler).__name__ != "PrefectConsoleHandler":
+    # Prefect's log worker writes its failures to deliver straight to stderr, as the standard
+    # library's handlers do, unless this is off.
+    logging.raiseExceptions = False
+    # The console handler on the root logger, and the stream handler Prefect gives its internal
+    # loggers (its services' errors go there, not to the root).
+    handlers = logging.getLogger().handlers + logging.getLogger("prefect._internal").handlers
+    for handler in handlers:
+        if not isinstance(handler, logging.StreamHandler):
             continue
-        for kind in (_HideRunFailures, _HideFlushProgress):
-            if not any(isinstance(f, kind) for f in handler.filters):
-                handler.addFilter(kind())
+        if not any(isinstance(f, _HidePrefectsOwnLines) for f in handler.filters):
+            handler.addFilter(_HidePrefectsOwnLines())

@@ -49,6 +49,7 @@ from flows.reports.comparison import champion_markdown, skipped_markdown, skippe
 from flows.reports.evaluation import evaluation_markdown, per_class_rows
 from flows.reports.inline import figures_markdown
 from flows.runtime import console
+from flows.runtime.api_watch import artifact
 from flows.training.champion import (
     compare_with_champion,
     promote_run,
@@ -139,17 +140,20 @@ def train_task(
 def evaluate_task(prepared: dict[str, Any], trained: dict[str, Any], run_dir: str) -> dict:
     run = RunFolder(Path(run_dir))
     evaluation = evaluate_run(prepared, trained, run)
-    create_markdown_artifact(
+    artifact(
+        create_markdown_artifact,
         markdown=figures_markdown(evaluation.figures),
         key="mnist-evaluation-figures",
         description="Training curves, confusion matrix, confident mistakes, first-layer weights",
     )
-    create_table_artifact(
+    artifact(
+        create_table_artifact,
         table=per_class_rows(evaluation.metrics),
         key="mnist-evaluation-per-class",
         description=f"Per-class precision and recall on the MNIST test set ({run_dir})",
     )
-    create_markdown_artifact(
+    artifact(
+        create_markdown_artifact,
         markdown=evaluation_markdown(evaluation.metrics),
         key="mnist-evaluation",
         description="Test accuracy, confusion matrix and most-confused pairs",
@@ -164,7 +168,8 @@ def unchanged_task(
     same = unchanged_version(registry, fingerprint, **requested)
     if same:
         _note(skipped_text(same))
-        create_markdown_artifact(
+        artifact(
+            create_markdown_artifact,
             markdown=skipped_markdown(same),
             key="mnist-training-skipped",
             description="A scheduled run skipped: nothing new to learn",
@@ -176,7 +181,8 @@ def unchanged_task(
 @_timed
 def compare_task(prepared: dict[str, Any], run_dir: str, registry: str, policy: str) -> dict:
     record = compare_with_champion(prepared, RunFolder(Path(run_dir)), registry, policy)
-    create_markdown_artifact(
+    artifact(
+        create_markdown_artifact,
         markdown=champion_markdown(record),
         key="mnist-champion-challenger",
         description="This run against the production version, and the promotion decision",
@@ -203,13 +209,15 @@ def publish_task(
             registry, publication.version, compared, provenance["flow_run"]["id"]
         )
         accuracy = provenance["test_accuracy"]
-        create_link_artifact(
+        artifact(
+            create_link_artifact,
             link=publication.link,
             link_text=f"MNIST model {publication.version} (test accuracy {accuracy:.2%})",
             key="mnist-model",
             description=f"The published model version {publication.version} in {registry}",
         )
-        create_markdown_artifact(
+        artifact(
+            create_markdown_artifact,
             markdown=publication.card,
             key="mnist-model-card",
             description=f"The model card (README.md) of {publication.version}, figures inlined",

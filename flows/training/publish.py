@@ -25,6 +25,7 @@ from flows.reports.figures import existing_figures
 from flows.reports.inline import inline_images
 from flows.reports.model_card import model_card
 from flows.training.prepare import load_split
+from netcore.io import writing
 from netcore.weights import CONFIG_FILE, WEIGHTS_FILE, load_model
 
 
@@ -62,17 +63,18 @@ def publish_run(
 
     payload = run.payload
     shutil.rmtree(payload, ignore_errors=True)
-    payload.mkdir()
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        shutil.copy2(run.model / name, payload / name)
-    shutil.copy2(run.metrics, payload / METRICS_FILE)
-    network = load_model(payload)
-    onnx_model = to_onnx(network)
-    worst = check_parity(onnx_model, network, load_split(prepared, "test")[0])
-    save_onnx(onnx_model, payload / "model.onnx")
-    for name, source in extra_version_files(run).items():
-        (payload / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, payload / name)
+    with writing(payload):  # a full disk: one line naming it (the next run starts it afresh)
+        payload.mkdir()
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            shutil.copy2(run.model / name, payload / name)
+        shutil.copy2(run.metrics, payload / METRICS_FILE)
+        network = load_model(payload)
+        onnx_model = to_onnx(network)
+        worst = check_parity(onnx_model, network, load_split(prepared, "test")[0])
+        save_onnx(onnx_model, payload / "model.onnx")
+        for name, source in extra_version_files(run).items():
+            (payload / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, payload / name)
     provenance = {**provenance, "onnx_max_abs_difference": worst}
     figures = [
         (caption, f"{FIGURES_DIR}/{path.name}")

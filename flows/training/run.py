@@ -26,8 +26,10 @@ from flows.paths import RunFolder, default_registry, processed_dir
 from flows.registry.promotion import DEFAULT_POLICY, difference_text
 from flows.registry.provenance import git_state, package_versions, utc_now
 from flows.reports.comparison import skipped_text
+from flows.runtime.api_watch import stop_if_lost
 from flows.training.download import FULL_MNIST_ROWS, mnist_source, source_fingerprint
 from flows.training.run_config import default_hidden
+from flows.training.train import RERUN
 from netcore.config import NetworkConfig, TrainConfig
 from netcore.io import stable_hash
 
@@ -88,7 +90,9 @@ class TrainingRun:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time one stage (its wall time, Prefect's task overhead included)."""
+        """Time one stage (its wall time, Prefect's task overhead included); it does not start
+        if the CLI's Prefect API stopped answering (flows/runtime/api_watch.py)."""
+        stop_if_lost(f"stages that finished are kept (reused or resumed): {RERUN}")
         started = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - started

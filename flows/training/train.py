@@ -5,7 +5,8 @@
 
 netcore's trainer does the work; this puts it in the run folder (the checkpoint after every
 epoch, from which a rerun of the same run resumes; the model; the per-epoch history), logs each
-epoch through `log`, and draws a progress bar on a terminal.
+epoch through `log`, draws a progress bar on a terminal, and stops after an epoch's checkpoint
+if the CLI's Prefect API stopped answering (flows/runtime/api_watch.py).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import numpy as np
 from flows.paths import RunFolder
 from flows.registry.provenance import utc_now
 from flows.runtime import console
+from flows.runtime.api_watch import stop_if_lost
 from flows.training.prepare import load_split
 from netcore.config import NetworkConfig, TrainConfig
 from netcore.io import write_json
 from netcore.network import Network
 from netcore.trainer import EpochStats, train
 from netcore.weights import save_model
+
+RERUN = "run the same command again to resume"
 
 
 def train_model(
@@ -48,6 +52,8 @@ def train_model(
         def on_epoch(stats: EpochStats) -> None:
             log(epoch_line(stats, config.epochs))
             bar.update(1)
+            # The epoch's checkpoint is on disk: a safe place to stop if the CLI lost its API.
+            stop_if_lost(f"the checkpoint of epoch {stats.epoch} is kept: {RERUN}")
 
         started = time.perf_counter()
         result = train(network, pixels, labels, config, on_epoch, checkpoint_path=run.checkpoint)

@@ -4,6 +4,7 @@ batch prediction resumable (flows.predict.output, .score, .shards): plain functi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,14 @@ from PIL import Image
 from flows.predict.output import (
     SCHEMA,
     atomic_writer,
+    listed_names,
     output_format,
     prediction_table,
     read_predictions,
 )
 from flows.predict.score import ModelPayload, ShardJob, score_shard
 from flows.predict.shards import WorkFolder
-from flows.predict.sources import LocalFiles
+from flows.predict.sources import LocalFiles, PredictError
 from netcore.config import NetworkConfig
 from netcore.errors import DataFileError
 from netcore.network import Network
@@ -100,6 +102,35 @@ def test_a_failed_write_leaves_nothing_at_the_destination(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == [path]
 
 
+# Names the OS allows that text formats find awkward: a byte that is not UTF-8 (as os.scandir gives
+# it: a lone surrogate), a valid name spelling that byte's escape, a newline, a leading dash, and a
+# 250-byte name.
+ODD_NAMES = [
+    os.fsdecode(b"caf\xe9 \xff.png"),
+    "caf\\xe9 \\xff.png",
+    "two\nlines.png",
+    "-rf.png",
+    "x" * 246 + ".png",
+]
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out.csv", "out.jsonl"])
+def test_any_file_name_comes_back_exactly(name: str, tmp_path: Path) -> None:
+    probabilities = np.full((len(ODD_NAMES), 10), 0.1)
+    table = prediction_table(ODD_NAMES, probabilities, [None, "cannot open", *[None] * 3], "v1")
+    with atomic_writer(tmp_path / name) as write:
+        write(table)
+    read = read_predictions(tmp_path / name)
+    assert listed_names(read) == ODD_NAMES
+    rows = read.to_pylist()
+    # Valid UTF-8 names as they are; the other shown escaped, its bytes in path_hex.
+    assert [row["path"] for row in rows[1:]] == ODD_NAMES[1:]
+    # The same text, not the same file: path_hex tells them apart.
+    assert rows[0]["path"] == rows[1]["path"] == "caf\\xe9 \\xff.png"
+    assert bytes.fromhex(rows[0]["path_hex"]) == b"caf\xe9 \xff.png"
+    assert [row["path_hex"] for row in rows[1:]] == [None] * 4
+
+
 def test_output_format_by_extension() -> None:
     assert output_format("x/OUT.Parquet") == ".parquet"
     with pytest.raises(ValueError, match=r"name the file \.parquet, \.csv or \.jsonl"):
@@ -137,6 +168,7 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
         listing = work.listing(number, shards[number])
         score_shard(ShardJob(number, listing, LocalFiles(images), model))
     (work.folder / ".part-x.parquet.1234.tmp").write_bytes(b"half a part")  # killed mid-write
+    work.release()  # as the crashed run's process would, dying
 
     with pytest.raises(DataFileError, match="belongs to another job"):
         WorkFolder.next_to(output).start({**job, "model": "registry/v2"}, resume=True)
@@ -148,6 +180,8 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
         assert merge.totals.scored == 6  # the earlier parts go in first
         raise OSError("disk full")  # a failure while merging: no output, the parts stay
     assert not output.exists() and len(work.parts()) == 2
+    work = WorkFolder.next_to(output)
+    assert work.start(job, resume=True) == done
     with work.merging(output) as merge:
         job_2 = ShardJob(2, work.listing(2, todo), LocalFiles(images), model)
         result = score_shard(job_2)
@@ -171,6 +205,7 @@ def test_a_fresh_start_clears_only_a_work_folder(tmp_path: Path) -> None:
     work = WorkFolder.next_to(output)
     work.start({"input": "a"}, resume=False)
     pq.write_table(sample_table(), work.listing(0, ["a.png"]).with_suffix(".parquet"))
+    work.release()
     assert WorkFolder.next_to(output).start({"input": "a"}, resume=False) == set()
     assert not list(work.folder.glob("part-*"))
     stranger = tmp_path / "mine.parquet.parts"
@@ -179,3 +214,45 @@ def test_a_fresh_start_clears_only_a_work_folder(tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match="not a work folder"):
         WorkFolder.next_to(tmp_path / "mine.parquet").start({}, resume=False)
     assert (stranger / "holiday.jpg").exists()
+
+
+def test_a_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path) -> None:
+    """Issue 12: such a name failed its whole shard, and every --resume the same way."""
+    images = tmp_path / "images"
+    images.mkdir()
+    names = digit_folder(images, 3)
+    odd = os.fsdecode(b"\xff\xfe digit.png")
+    os.rename(images / names[0], os.path.join(images, odd))
+    names[0] = odd
+    model = ModelPayload.of("v1", Network(NetworkConfig(), np.random.default_rng(0)))
+    output = tmp_path / "out.parquet"
+    work = WorkFolder.next_to(output)
+    work.start({"input": str(images)}, resume=False)
+    result = score_shard(ShardJob(0, work.listing(0, names[:2]), LocalFiles(images), model))
+    assert (result.scored, result.failed) == (2, 0)
+    work.release()
+
+    work = WorkFolder.next_to(output)
+    assert work.start({"input": str(images)}, resume=True) == set(names[:2])
+    with work.merging(output) as merge:
+        job = ShardJob(1, work.listing(1, names[2:]), LocalFiles(images), model)
+        score_shard(job)
+        merge.add(job.part)
+    assert sorted(listed_names(read_predictions(output))) == sorted(names)
+
+
+def test_one_run_at_a_time_owns_an_output(tmp_path: Path) -> None:
+    """The lock is the kernel's (flock): the same in two processes as in two objects here."""
+    output = tmp_path / "out.parquet"
+    first = WorkFolder.next_to(output)
+    first.start({"input": "a"}, resume=False)
+    pq.write_table(sample_table(), first.folder / "part-1-000000.parquet")  # a live run's part
+    second = WorkFolder.next_to(output)
+    with pytest.raises(PredictError, match=rf"out.parquet: in use .* \(pid {os.getpid()} on "):
+        second.start({"input": "a"}, resume=False)
+    assert (first.folder / "part-1-000000.parquet").exists()  # never deleted under it
+    with first.merging(output):
+        pass
+    assert output.exists() and not output.with_name("out.parquet.lock").exists()
+    assert second.start({"input": "a"}, resume=False) == set()  # free again
+    second.release()

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+
+from flows.runtime.server import server_problem
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITFLOW = [str(Path(sys.executable).parent / "digitflow")]
@@ -36,10 +41,22 @@ def cli_env(home: Path, api_url: str | None, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def digitflow(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run the console script to the end."""
+def digitflow(
+    *args: str,
+    env: dict[str, str],
+    cwd: Path = REPO,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run the console script to the end (`preexec_fn`: run in the child before it starts, to
+    set a resource limit, say)."""
     return subprocess.run(
-        [*DIGITFLOW, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
+        [*DIGITFLOW, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -68,7 +85,11 @@ def digitflow_all(
     return results
 
 
-def start(command: Sequence[str], env: dict[str, str] | None) -> subprocess.Popen:
+def start(
+    command: Sequence[str],
+    env: dict[str, str] | None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen:
     """Start a process (stdout and stderr captured as text; env None: this one's)."""
     return subprocess.Popen(
         list(command),
@@ -77,7 +98,60 @@ def start(command: Sequence[str], env: dict[str, str] | None) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class PrefectServer:
+    """A real `prefect server start` of its own, for a test that kills it (`kill_group`)."""
+
+    process: subprocess.Popen
+    url: str  # its API
+    home: Path  # its PREFECT_HOME: SQLite database, server.log
+
+    def wait_until_ready(self, limit: float = 180) -> None:
+        """Until its API answers (a busy 2-core machine has needed more than 60 s)."""
+        deadline = time.monotonic() + limit
+        while server_problem(self.url) is not None:
+            assert self.process.poll() is None, (self.home / "server.log").read_text()
+            assert time.monotonic() < deadline, f"the Prefect server did not start in {limit} s"
+            time.sleep(0.5)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """Start one (SQLite in `home`, a free 127.0.0.1 port, its own process group) without
+    waiting for it; whatever is left of it at the end is SIGKILLed."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # No UI and no background services (scheduler, event persister...): the API itself is what
+    # a CLI talks to, and it starts 5 s sooner without them.
+    command = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--no-ui"]
+    command += ["--no-services", "--host", "127.0.0.1", "--port", str(port)]
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.log", "w") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield PrefectServer(process, f"http://127.0.0.1:{port}/api", home)
+    finally:
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started in its own session, and everything in its group."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -96,6 +170,19 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in the error line\n{shown}"
     return lines[0]
+
+
+STAGES = ("download", "prepare", "train", "evaluate", "compare", "publish")
+
+
+def assert_error_after_stages(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """`digitflow train` failing part-way: the stage lines of the stages that finished, then the
+    one-line error, as assert_one_line_error checks it (nothing else on stderr)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    shown = f"{result.args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert all(line.startswith(tuple(f"{s}: " for s in STAGES)) for line in lines[:-1]), shown
+    last = subprocess.CompletedProcess(result.args, result.returncode, result.stdout, lines[-1])
+    return assert_one_line_error(last, *fragments)
 
 
 def wait_until(

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from flows.predict.sources import LocalFiles
 from flows.registry.versions import load_published
-from netcore.images import is_image_name, load_digits
+from netcore.images import load_digits
 from netcore.preprocess import normalize
 from tests.reliability.conftest import DIGITS, SKIPPED
+from tests.reliability.on_disk import image_files, part_rows
 from tests.reliability.processes import (
     DIGITFLOW,
     assert_one_line_error,
@@ -36,18 +37,6 @@ from tests.reliability.processes import (
 )
 
 SHARD = 10
-
-
-def image_files(folder: Path) -> set[str]:
-    return {
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and is_image_name(p.name)
-    }
-
-
-def part_rows(parts: Path) -> int:
-    return sum(pq.read_metadata(part).num_rows for part in parts.glob("part-*.parquet"))
 
 
 def expected_rows(registry: Path, folder: Path, paths: list[str]) -> dict[str, Any]:

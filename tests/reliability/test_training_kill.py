@@ -14,24 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
-from flows.paths import CHECKPOINT_FILE
 from flows.registry.versions import list_versions
 from netcore.io import sha256_file
 from tests.reliability.conftest import EPOCHS
+from tests.reliability.on_disk import checkpoint_epochs
 from tests.reliability.processes import DIGITFLOW, cli_env, digitflow, kill, start, wait_until
-
-
-def checkpoint_epochs(home: Path) -> int:
-    """Epochs done by the checkpoint in the data directory's run folder (0: none yet)."""
-    for path in (home / "runs").glob(f"*/{CHECKPOINT_FILE}"):
-        try:
-            with safe_open(str(path), framework="numpy") as checkpoint:
-                return json.loads(checkpoint.metadata()["state"])["epochs_done"]
-        except (OSError, SafetensorError):
-            return 0  # replaced between the listing and the open: look again
-    return 0
 
 
 def test_killed_twice_at_random_epochs_then_resumed_to_the_same_weights(
