@@ -19,8 +19,10 @@ One row per image file:
     table = read_predictions(Path("out/predictions.csv"))  # any of the three, checked
     listed_names(table)        # each row's file name exactly as the listing gave it (resume)
 
-The writer streams into a temporary file that netcore.io.atomic_path renames over the destination
-when it is complete, so the final path holds either nothing, the old file, or the complete new one.
+The writer streams to any location (a local path, s3://...) through store.writing_stream: on a
+local disk into a temporary file renamed over the destination when it is complete, on an object
+store into an upload completed only then; so the destination holds either nothing, the old
+file, or the complete new one.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ import pyarrow.csv
 import pyarrow.json
 import pyarrow.parquet as pq
 
+from flows.registry.store import is_local, open_location, writing_stream
 from netcore.errors import DataFileError
-from netcore.io import atomic_path
 
 CLASSES = 10
 PROBABILITY_COLUMNS = [f"prob_{k}" for k in range(CLASSES)]
@@ -126,14 +128,12 @@ def listed_names(table: pa.Table) -> list[str]:
 
 
 @contextmanager
-def atomic_writer(path: str | Path) -> Iterator[Callable[[pa.Table], None]]:
-    """Yield `write(table)`; on a clean exit the file appears at `path` complete, at once."""
-    suffix = output_format(path)
-    with (
-        atomic_path(path) as temporary,
-        open(temporary, "wb") as stream,
-        _table_writer(suffix, stream) as write,
-    ):
+def atomic_writer(location: str | Path) -> Iterator[Callable[[pa.Table], None]]:
+    """Yield `write(table)`; on a clean exit the file appears at `location` (a local path or
+    a URL) complete, at once; on an error nothing appears."""
+    suffix = output_format(location)
+    fs, path = open_location(location)
+    with writing_stream(fs, path) as stream, _table_writer(suffix, stream) as write:
         yield write
 
 
@@ -154,13 +154,22 @@ def _table_writer(suffix: str, stream: BinaryIO) -> Iterator[Callable[[pa.Table]
         yield write_lines
 
 
-def read_part(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """A Parquet file in the prediction layout (all columns, or `columns`).
+def read_part(location: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Parquet file in the prediction layout (all columns, or `columns`), at a local path or
+    a URL.
 
     Read through ParquetFile, not pq.read_table: that one imports pyarrow.dataset on its first
     call, a large part of a small batch-prediction flow (docs/benchmarks.md)."""
+    fs, path = open_location(location)
+    if is_local(fs):
+        return _read_part(path, columns)
+    with fs.open(path, "rb") as stream:
+        return _read_part(stream, columns)
+
+
+def _read_part(source: str | BinaryIO, columns: Sequence[str] | None) -> pa.Table:
     names = list(columns) if columns else SCHEMA.names
-    with pq.ParquetFile(path) as part:
+    with pq.ParquetFile(source) as part:
         present = set(part.schema_arrow.names)
         table = part.read(columns=[name for name in names if name in present])
     return _in_layout(table, names)

@@ -24,9 +24,12 @@ An fsspec URL is listed with the filesystem's walk, images matched by extension 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import stat
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from typing import Any, BinaryIO
 
 from flows.paths import default_predictions
 from flows.predict.output import output_format
+from flows.registry.store import is_url, open_location, storage_errors
 from netcore.errors import DataFileError, NetcoreError
 from netcore.images import is_image_name
 
@@ -48,6 +52,17 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Jobs of at most this many files are scored in the flow's own process, without worker
+# processes: starting those costs more than they save (docs/benchmarks.md, "Small jobs").
+SMALL_JOB = 1000
+
+
+def is_small(source: Source) -> bool:
+    """Whether `source` holds at most SMALL_JOB image files: a look at the start of its
+    listing, which stops after SMALL_JOB + 1 (a few milliseconds for a local folder)."""
+    return sum(1 for _ in itertools.islice(source.listing(Counter()), SMALL_JOB + 1)) <= SMALL_JOB
+
+
 @dataclass
 class Source:
     """Where the images are: `listing(skipped)` yields relative paths, `opener` opens them."""
@@ -59,28 +74,31 @@ class Source:
 
 def image_source(location: str) -> Source:
     """A local folder (file:// too), or any other fsspec URL (e.g. s3://bucket/scans)."""
-    if "://" not in location or location.startswith("file://"):
+    if not is_url(location):
         root = Path(location.removeprefix("file://")).resolve()
         if not root.is_dir():
             raise PredictError(f"{location}: no such folder")
         return Source(lambda skipped: scan_images(root, skipped), LocalFiles(root), str(root))
-    import fsspec
+    fs, root = open_location(location)
+    with storage_errors(location):
+        fs.invalidate_cache(root)
+        if not fs.isdir(root):
+            fs.ls(root.split("/")[0])  # a missing bucket says so (a StorageError)
+            raise PredictError(f"{location}: not a folder (nothing under that prefix)")
+    return Source(functools.partial(_walk, fs, root, location), FsspecFiles(fs, root), location)
 
-    fs, root = fsspec.core.url_to_fs(location)
-    root = root.rstrip("/")
-    if not fs.isdir(root):
-        raise PredictError(f"{location}: not a folder")
-    return Source(lambda skipped: _walk(fs, root, skipped), FsspecFiles(fs, root), location)
 
-
-def _walk(fs: Any, root: str, skipped: Counter) -> Iterator[str]:
-    for folder, _, files in fs.walk(root):
-        prefix = folder[len(root) :].strip("/")
-        for name in files:
-            if is_image_name(name):
-                yield f"{prefix}/{name}" if prefix else name
-            else:
-                skipped["not an image"] += 1
+def _walk(fs: Any, root: str, location: str, skipped: Counter) -> Iterator[str]:
+    """The image files under `root` on an object store (or any fsspec filesystem), one
+    "folder" (a listing page of a prefix) at a time."""
+    with storage_errors(location):
+        for folder, _, files in fs.walk(root):
+            prefix = folder[len(root) :].strip("/")
+            for name in files:
+                if is_image_name(name):
+                    yield f"{prefix}/{name}" if prefix else name
+                else:
+                    skipped["not an image"] += 1
 
 
 class FsspecFiles:
@@ -93,14 +111,29 @@ class FsspecFiles:
         return self.fs.open(f"{self.root}/{relative}", "rb")
 
 
-def check_arguments(input: str, output: str | None) -> tuple[Source, Path]:
-    """The image source and the output path, or a PredictError / ValueError saying what is
-    wrong with them (before any work is done). A missing output folder is created."""
+def check_arguments(input: str, output: str | None) -> tuple[Source, str]:
+    """The image source and the output location (a local path or a URL), or a PredictError /
+    ValueError saying what is wrong with them (before any work is done). A missing output
+    folder is created."""
     source = image_source(input)
-    output_path = Path(output) if output else default_predictions(input)
-    output_format(output_path)
-    check_writable(output_path.parent)
-    return source, output_path
+    output = output or str(default_predictions(input))
+    output_format(output)
+    if is_url(output):
+        check_writable_store(output)
+    else:
+        check_writable(Path(output).parent)
+    return source, output
+
+
+def check_writable_store(output: str) -> None:
+    """Write (and remove) an object beside `output` on its object store, as the output, its
+    work folder and its lock will be written there: an unreachable store, a missing bucket or
+    refused credentials are a StorageError in one line, before anything starts."""
+    fs, path = open_location(output)
+    probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
+    with storage_errors(output):
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
 
 
 def check_writable(folder: Path) -> None:
