@@ -22,18 +22,22 @@ from flows.runtime.api_watch import ApiLost, ApiWatch
 from flows.runtime.server import EmbeddedServer, abandon_deliveries, use_api
 from flows.runtime.settings import configure_prefect, quiet_console
 from netcore.errors import NetcoreError
+from netcore.io import NO_ROOM
 
 
 def run_flow_command(
     verbose: bool,
     load: Callable[[], tuple[Any, dict[str, Any]]],
     preload: Callable[[], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """What a command that runs a flow does: Prefect's settings; the embedded Prefect server
     (unless one is configured) booting while `load()` imports the flow and returns it with its
     parameters, and `preload()` imports what the flow needs later (only while a server boots:
-    then the time is free); a quiet console with digitflow's stage lines; the run, whose Prefect
-    failures (an unreachable API, a server that did not start) become one-line errors too.
+    then the time is free); a quiet console with digitflow's stage lines; the run, with
+    Prefect's `settings` changed for it ({"flows.heartbeat_frequency": None}, say), whose
+    Prefect failures (an unreachable API, a server that did not start) become one-line errors
+    too.
 
     Returns the flow's result and {"startup_seconds", "flow_seconds"}, counted from the call."""
     configure_prefect(verbose)
@@ -52,7 +56,9 @@ def run_flow_command(
     if not verbose:
         quiet_console()
     console.enable()
-    with use_api(server) as api_url:
+    from prefect.settings import temporary_settings
+
+    with use_api(server) as api_url, temporary_settings(updates=settings):
         ready = time.perf_counter()
         result = _run_flow(flow, parameters, api_url)
     timings = {
@@ -138,4 +144,7 @@ def _one_line(error: BaseException, lost: ApiWatch | None = None) -> BaseExcepti
         return ApiLost(f"{lost.loss()}; stopped: whatever finished is kept, run it again")
     if isinstance(error, httpx.HTTPError | PrefectException | RuntimeError):
         return click.ClickException(f"Prefect: {type(error).__name__}: {error}")
+    if isinstance(error, OSError) and error.errno not in NO_ROOM:
+        # What a task runner met outside the flow's own code: a Dask scheduler that went away.
+        return click.ClickException(f"{type(error).__name__}: {error}")
     return error

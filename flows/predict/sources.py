@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from flows.paths import default_predictions
 from flows.predict.output import output_format
-from flows.registry.store import is_url, open_location, storage_errors
+from flows.registry.store import check_bucket, is_url, open_location, storage_errors
 from netcore.errors import DataFileError, NetcoreError
 from netcore.images import is_image_name
 
@@ -83,7 +83,7 @@ def image_source(location: str) -> Source:
     with storage_errors(location):
         fs.invalidate_cache(root)
         if not fs.isdir(root):
-            fs.ls(root.split("/")[0])  # a missing bucket says so (a StorageError)
+            check_bucket(fs, root)  # a missing bucket says so
             raise PredictError(f"{location}: not a folder (nothing under that prefix)")
     return Source(functools.partial(_walk, fs, root, location), FsspecFiles(fs, root), location)
 
@@ -111,10 +111,14 @@ class FsspecFiles:
         return self.fs.open(f"{self.root}/{relative}", "rb")
 
 
-def check_arguments(input: str, output: str | None) -> tuple[Source, str]:
+def check_arguments(input: str, output: str | None, model: str | None = None) -> tuple[Source, str]:
     """The image source and the output location (a local path or a URL), or a PredictError /
-    ValueError saying what is wrong with them (before any work is done). A missing output
-    folder is created."""
+    ValueError saying what is wrong with them (before any work is done; a model on an object
+    store: whether its bucket is there). A missing output folder is created."""
+    if model and is_url(model):
+        fs, path = open_location(model)
+        with storage_errors(model):
+            check_bucket(fs, path)
     source = image_source(input)
     output = output or str(default_predictions(input))
     output_format(output)

@@ -169,6 +169,19 @@ def _storage_problem(error: Exception) -> str | None:
     return None
 
 
+def check_bucket(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """On S3, ask for the bucket `path` is in (one HEAD request): a missing bucket, refused
+    credentials or an unreachable endpoint then fail here, in words storage_errors turns into
+    one line, instead of reading as an empty folder."""
+    if "s3" not in fs.protocol:
+        return
+    bucket = path.strip("/").split("/")[0]
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no bucket named {bucket!r}") from None
+
+
 def remove_tree(fs: fsspec.AbstractFileSystem, path: str) -> None:
     """Delete a folder (on an object store: every object under the prefix), if it exists."""
     with suppress(FileNotFoundError):

@@ -54,6 +54,7 @@ from flows.registry.aliases import (
 from flows.registry.manifest import MANIFEST_FILE, read_manifest, verify, write_manifest
 from flows.registry.store import (
     RegistryError,
+    check_bucket,
     create_exclusively,
     display,
     is_local,
@@ -373,6 +374,7 @@ def load_published(spec: str | None = None) -> PublishedModel:
 
 def _load(base: str, version: str | None) -> PublishedModel:
     fs, root = open_location(base)
+    check_bucket(fs, root)
     if fs.exists(f"{root}/{MANIFEST_FILE}"):
         if version not in (None, ALIAS):
             raise RegistryError(f"{base} is a version folder itself; leave out '@{version}'")
