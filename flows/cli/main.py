@@ -21,7 +21,6 @@ import os
 # faster only on an idle machine; with other work running, an epoch took 10x longer than with one.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", os.environ.get("DIGITFLOW_BLAS_THREADS", "1"))
 
-import gc
 import sys
 from typing import Any
 
@@ -83,18 +82,6 @@ def main() -> None:
       digitflow models list
       digitflow models show latest
     """
-
-
-def run() -> None:
-    """The `digitflow` console script: the command, then the end of the process without the
-    interpreter's last garbage collection. That collection finds nothing to free at exit, but
-    walks every object Prefect's and pydantic's imports made: 0.3-0.4 s of a command that can
-    take 1.5 s (docs/benchmarks.md, "Small jobs"). Exit handlers still run; only the
-    collector skips what exists now (gc.freeze)."""
-    try:
-        main()
-    finally:
-        gc.freeze()
 
 
 # One line per command, in the order `digitflow --help` lists them.

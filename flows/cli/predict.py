@@ -5,9 +5,9 @@ a Dask scheduler that cannot be reached fail at once, in one line); then, throug
 flows/cli/runner.py, Prefect's embedded server, the worker processes and the imports all start
 up together. The flow itself is flows/predict/flow.py.
 
-A small job (at most SMALL_JOB files, found by a look at the input before Prefect starts) is
-scored in the flow's own process: starting worker processes would cost more than they save, and
-its one Prefect task skips the flow-run heartbeat thread, whose end the flow waits for.
+A small job (at most SMALL_JOB files, found by a look at the input before Prefect starts; and
+no --workers given) is scored in the flow's own process: starting worker processes would cost
+more than they save, and its flow run skips the heartbeat thread, whose end the flow waits for.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ not UTF-8, as hex). Other files are skipped and counted.""",
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Worker processes (or Dask workers) scoring in parallel. [default: the cores available]",
+    help="Worker processes (or Dask workers) scoring in parallel. [default: the cores "
+    "available; none for at most 1,000 files, scored in the command's own process]",
 )
 @click.option(
     "--task-runner",
@@ -106,8 +107,9 @@ def predict(
         raise click.BadParameter(str(error), param_hint="'--output'") from None
     if dask_address:
         check_scheduler(dask_address)
+    # Unless --workers asks for worker processes, a small job is scored without them.
+    small = task_runner == "thread" and workers is None and is_small(source)
     workers = workers or default_workers()
-    small = task_runner == "thread" and is_small(source)
     in_processes = task_runner == "thread" and workers > 1 and not small
 
     def load() -> tuple[Any, dict[str, Any]]:

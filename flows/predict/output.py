@@ -85,19 +85,59 @@ def prediction_table(
     `paths` are names as os.scandir gives them: a byte that is not UTF-8 comes as a lone
     surrogate ("\\udcff"), which Arrow's UTF-8 strings cannot hold (issue 12: such a name failed
     its whole shard); it is shown escaped in `path` and kept exactly in `path_hex`."""
-    failed = np.array([problem is not None for problem in problems], dtype=bool)
+    scored = np.array([problem is None for problem in problems], dtype=bool)
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(paths), CLASSES)
     columns = [
-        pa.array([shown(path) for path in paths], pa.string()),
-        pa.array(probabilities.argmax(axis=1), pa.int64(), mask=failed),
-        pa.array(probabilities.max(axis=1), pa.float32(), mask=failed),
-        *[pa.array(probabilities[:, k], pa.float32(), mask=failed) for k in range(CLASSES)],
-        pa.array([None if p is None else shown(p) for p in problems], pa.string()),
-        pa.array([model_version] * len(paths), pa.string()),
-        pa.array([model_alias] * len(paths), pa.string()),
-        pa.array([_hex_unless_utf8(path) for path in paths], pa.string()),
+        _texts([shown(path) for path in paths]),
+        _numbers(probabilities.argmax(axis=1).astype(np.int64), pa.int64(), scored),
+        _numbers(probabilities.max(axis=1), pa.float32(), scored),
+        *[_numbers(probabilities[:, k], pa.float32(), scored) for k in range(CLASSES)],
+        _texts([None if p is None else shown(p) for p in problems]),
+        _texts([model_version] * len(paths)),
+        _texts([model_alias] * len(paths)),
+        _texts([_hex_unless_utf8(path) for path in paths]),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+# Columns are built from their buffers, not with pa.array: that asks first whether its input is
+# a pandas object, importing pandas to find out (0.2-0.5 s, much of a small job's scoring;
+# docs/benchmarks.md, "Small jobs"). The same holds for reading: see labels().
+
+
+def _validity(valid: np.ndarray) -> pa.Buffer | None:
+    """Arrow's validity bitmap (a bit per row, least significant first), or None: all valid."""
+    return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _numbers(values: np.ndarray, kind: pa.DataType, valid: np.ndarray) -> pa.Array:
+    """A numeric column from a 1-d numpy array of the matching type, null where not `valid`."""
+    data = pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(kind, len(values), [_validity(valid), data])
+
+
+def _texts(texts: Sequence[str | None]) -> pa.Array:
+    """A string column, null where an entry is None."""
+    encoded = [b"" if text is None else text.encode() for text in texts]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    valid = np.array([text is not None for text in texts], dtype=bool)
+    buffers = [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(texts), buffers)
+
+
+def labels(table: pa.Table) -> np.ndarray:
+    """The predicted digits of the scored rows (int64), read from the column's buffers
+    (to_numpy, like pa.array, would import pandas)."""
+    found = []
+    for chunk in table.column("label").chunks:
+        validity, data = chunk.buffers()
+        values = np.frombuffer(data, np.int64, len(chunk), chunk.offset * 8)
+        if validity is not None and chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+            values = values[bits[chunk.offset : chunk.offset + len(chunk)].astype(bool)]
+        found.append(values)
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 def shown(text: str) -> str:

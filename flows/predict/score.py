@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from flows.predict.output import CLASSES, SCHEMA, atomic_writer, prediction_table
 from flows.predict.shards import Merge, part_of
-from flows.predict.sources import PredictError
+from flows.predict.sources import PredictError, reading_ahead
 from flows.registry.store import open_location, storage_errors
 from netcore.config import NetworkConfig
 from netcore.images import DEFAULT_MAX_PIXELS, load_digits
@@ -94,7 +94,7 @@ def score_files(
 ) -> pa.Table:
     """Decode, normalize and score `files`: one row each, errors included."""
     network = model.network()
-    pixels, problems = load_digits(files, opener, max_pixels)
+    pixels, problems = load_digits(files, reading_ahead(opener, files), max_pixels)
     probabilities = network.predict_proba(normalize(pixels, network.config))
     return prediction_table(files, probabilities, problems, model.version, model.alias)
 

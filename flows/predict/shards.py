@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from flows.predict.lock import OutputLock, take_output_lock
-from flows.predict.output import CLASSES, atomic_writer, listed_names, read_part
+from flows.predict.output import CLASSES, atomic_writer, labels, listed_names, read_part
 from flows.predict.sources import PredictError
 from flows.registry.store import display, open_location, remove_tree, storage_errors, write_whole
 from netcore.errors import DataFileError, DiskFullError
@@ -192,7 +192,7 @@ class Merge:
     def add(self, part: str) -> None:
         table = read_part(part)
         self.write(table)
-        self.totals.add(table.column("label").drop_null().to_numpy(), table.num_rows)
+        self.totals.add(labels(table), table.num_rows)
 
 
 def shards(

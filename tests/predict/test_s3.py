@@ -201,8 +201,10 @@ def test_the_flow_with_input_output_and_registry_on_s3(
     registry = f"s3://{bucket}/models"
     publish(registry, tmp_path / "payload", lambda version: {}, {})
     output = f"s3://{bucket}/out/scans.jsonl"
+    # Three workers: a pool of its own, started now that the S3 server's variables are set (the
+    # pools other tests of this session started would not have them).
     summary = predict_flow(
-        f"s3://{bucket}/in", model=registry, output=output, workers=2, shard_size=4
+        f"s3://{bucket}/in", model=registry, output=output, workers=3, shard_size=4
     )
     assert (summary["scored"], summary["failed"], summary["skipped"]) == (DIGITS, 0, 1)
     assert summary["output"] == output and summary["model"] == f"{registry}/v1"
