@@ -3,8 +3,9 @@
     save_model(network, "out/", training_config)
     network = load_model("out/")
 
-Loading checks every tensor's name, shape and dtype against the config and refuses anything else
-with a ModelFileError naming the file. safetensors holds raw arrays only: nothing is unpickled.
+Loading checks every tensor's name, shape and dtype against the config (MLP or layer specs, see
+NetworkConfig) and that every value is finite, and refuses anything else with a ModelFileError
+naming the file. safetensors holds raw arrays only: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(p) for name, p in network.params.items()}
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "netcore-mlp"})
+    # The MLP form keeps the tag it always had (its files stay byte-identical); any network
+    # described by layer specs is "netcore-layers". Loading goes by config.json, not this tag.
+    form = "netcore-mlp" if network.config.layers is None else "netcore-layers"
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": form})
     save_config(directory / CONFIG_FILE, network.config, training)
 
 
