@@ -207,9 +207,11 @@ class TrainConfig:
     batch_size: int = 128
     # Peak learning rate (reached after warmup, then shaped by `schedule`).
     learning_rate: float = 0.1
-    # Learning-rate schedule, a name in netcore.schedules.SCHEDULES: constant, step or cosine.
+    # Learning-rate schedule, a name in netcore.schedules.SCHEDULES: constant, step, cosine or
+    # onecycle.
     schedule: str = "cosine"
-    # Epochs of linear warmup from 0 to `learning_rate` (any schedule).
+    # Epochs of warmup up to `learning_rate` (any schedule): linear from 0, or for onecycle along
+    # half a cosine from learning_rate / 25.
     warmup_epochs: float = 0.0
     # For the step schedule: multiply the rate by `step_gamma` every `step_epochs` epochs.
     step_epochs: int = 10
@@ -233,6 +235,10 @@ class TrainConfig:
     distortion_degrees: float = 15.0
     distortion_scale: float = 0.15
     distortion_shear: float = 0.3
+    # Augmentation: in the distorted copies, each image's strokes also get thinner or thicker by
+    # a random amount up to this, as a fraction of one grayscale erosion / dilation step (about a
+    # pixel on each side of a stroke; netcore.augment.change_stroke_width). 0 turns it off.
+    stroke_width: float = 0.0
     # Fraction of the training set held out for validation (0 = none; no early stopping then).
     validation_fraction: float = 0.0
     # Stop after this many epochs without a better validation accuracy (0 = never stop early);
@@ -254,6 +260,7 @@ class TrainConfig:
             "distortion_degrees": 0 <= self.distortion_degrees <= 45,
             "distortion_scale": 0 <= self.distortion_scale < 0.5,
             "distortion_shear": 0 <= self.distortion_shear < 1,
+            "stroke_width": 0 <= self.stroke_width <= 1,
             "validation_fraction": 0 <= self.validation_fraction < 1,
             "early_stopping_patience": self.early_stopping_patience >= 0,
             "warmup_epochs": self.warmup_epochs >= 0,

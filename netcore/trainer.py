@@ -57,6 +57,13 @@ def random_streams(seed: int) -> tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
 
+def dropout_generator(seed: int, epoch: int) -> np.random.Generator:
+    """The generator for one epoch's dropout masks: its own stream per (seed, epoch), so a resumed
+    run draws the same masks without any state in the checkpoint. A network without dropout
+    draws nothing from it."""
+    return np.random.default_rng([seed, epoch])
+
+
 def split_validation(
     n: int, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +105,7 @@ def train(
             config.distortion_degrees,
             config.distortion_scale,
             config.distortion_shear,
+            max_stroke=config.stroke_width,
         )
         for _ in range(config.augment_distortions)
     ]
@@ -197,13 +205,14 @@ def train_epoch(
     batch = config.batch_size
     batches = math.ceil(len(labels) / batch)
     inputs = np.empty((batch, network.config.input_size), dtype=network.dtype)
+    dropout_rng = dropout_generator(config.seed, epoch)
     loss_sum, correct = 0.0, 0
     for b in range(batches):
         lr = learning_rate(epoch + b / batches, config)
         batch_pixels = pixels[b * batch : (b + 1) * batch]
         x = normalize(batch_pixels, network.config, out=inputs[: len(batch_pixels)])
         y = labels[b * batch : (b + 1) * batch]
-        loss, _, logits = network.loss_and_grads(x, y, config.label_smoothing)
+        loss, _, logits = network.loss_and_grads(x, y, config.label_smoothing, dropout_rng)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1}: the loss became {loss}. "

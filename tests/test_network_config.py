@@ -122,7 +122,7 @@ def test_cnn_parameter_names_shapes_and_storage_order():
 def test_cnn_model_files_round_trip_exactly(tmp_path):
     net = Network(NetworkConfig(layers=LENET, pixel_mean=0.2), np.random.default_rng(1))
     net.biases[0][...] = 0.5
-    training = TrainConfig(epochs=2, schedule="step")
+    training = TrainConfig(epochs=2, stroke_width=0.4, schedule="onecycle", warmup_epochs=1)
     save_model(net, tmp_path, training)
     document = json.loads((tmp_path / "config.json").read_text())
     assert document["network"]["layers"] == LENET and "layer_sizes" not in document["network"]
@@ -215,7 +215,7 @@ def test_a_model_published_before_layer_specs_loads_and_predicts_identically(tmp
 def test_old_training_configs_load_with_the_new_fields_off(tmp_path):
     (tmp_path / "config.json").write_text(OLD_CONFIG)
     _, training = load_config(tmp_path / "config.json")
-    assert training == TrainConfig()
+    assert training == TrainConfig(stroke_width=0.0)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8, 64])
