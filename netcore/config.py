@@ -277,6 +277,38 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> Self:
         return _from_dict(cls, values)
 
+    @classmethod
+    def cnn(cls, **changes: Any) -> Self:
+        """The CNN recipe's training (CNN_TRAINING), with any fields changed."""
+        return cls(**{**CNN_TRAINING, **changes})
+
+
+# The CNN recipe's training: the TrainConfig fields that differ from the MLP's defaults, chosen
+# from the measurements in docs/cnn-recipe-notes.md.
+CNN_TRAINING: dict[str, Any] = {
+    "epochs": 12,
+    "learning_rate": 0.05,
+    "schedule": "onecycle",
+    "warmup_epochs": 3.6,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+}
+
+# What `--arch` names: the network and training recipe of each architecture.
+ARCHS = ("mlp", "cnn")
+
+
+def recipe(
+    arch: str, pixel_mean: float = 0.1307, pixel_std: float = 0.3081
+) -> tuple[NetworkConfig, TrainConfig]:
+    """The network and training configuration of a named architecture ("mlp", the default
+    784-128-10, or "cnn"), with the given input scaling."""
+    if arch == "mlp":
+        return NetworkConfig.mlp(pixel_mean=pixel_mean, pixel_std=pixel_std), TrainConfig()
+    if arch == "cnn":
+        return NetworkConfig.cnn(pixel_mean=pixel_mean, pixel_std=pixel_std), TrainConfig.cnn()
+    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
