@@ -24,10 +24,10 @@ from netcore.losses import get_loss
 # the measurements in docs/cnn-recipe-notes.md. The 2x2 max-pool comes before the ReLU: max and
 # ReLU commute (both are monotonic), and the ReLU then touches a quarter of the values.
 CNN_LAYERS: list[dict[str, Any]] = [
-    {"type": "conv2d", "filters": 16, "kernel": 5, "padding": "same"},
+    {"type": "conv2d", "filters": 16, "kernel": 5, "padding": "valid"},
     {"type": "maxpool2d"},
     {"type": "relu"},
-    {"type": "conv2d", "filters": 32, "kernel": 5, "padding": "same"},
+    {"type": "conv2d", "filters": 32, "kernel": 5, "padding": "valid"},
     {"type": "maxpool2d"},
     {"type": "relu"},
     {"type": "flatten"},
@@ -246,6 +246,10 @@ class TrainConfig:
     early_stopping_patience: int = 0
     # Seeds the initial weights, the validation split, the shuffles and the augmentation.
     seed: int = 0
+    # Threads that each train on a part of every batch (netcore.parallel: data parallel, their
+    # gradients summed). Above 1, run with one BLAS thread (OPENBLAS_NUM_THREADS=1): the threads
+    # are the parallelism. The weights differ from a 1-thread run in the last bits only.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         checks = {
@@ -265,6 +269,7 @@ class TrainConfig:
             "early_stopping_patience": self.early_stopping_patience >= 0,
             "warmup_epochs": self.warmup_epochs >= 0,
             "step_epochs": self.step_epochs >= 1,
+            "threads": 1 <= self.threads <= 64,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -57,7 +57,40 @@ def param_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _views(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def bind_layers(
+    layers: list[Layer], params: dict[str, np.ndarray], grads: dict[str, np.ndarray]
+) -> None:
+    """Point the k-th layer with parameters at `params` / `grads` "layers.<k>.weight" etc."""
+    parametric = [layer for layer in layers if layer.param_shapes]
+    for k, layer in enumerate(parametric):
+        names = {kind: f"layers.{k}.{kind}" for kind in layer.param_shapes}
+        layer.bind(
+            {kind: params[name] for kind, name in names.items()},
+            {kind: grads[name] for kind, name in names.items()},
+        )
+
+
+def forward_layers(
+    layers: list[Layer], x: np.ndarray, rng: np.random.Generator | None
+) -> tuple[np.ndarray, list]:
+    """Run `layers` in order on x (already shaped as the first layer wants); returns the output
+    and each layer's cache."""
+    caches = []
+    for layer in layers:
+        x, cache = layer.forward(x, rng)
+        caches.append(cache)
+    return x, caches
+
+
+def backward_layers(layers: list[Layer], caches: list, grad_output: np.ndarray) -> None:
+    """Run `layers` in reverse from dLoss/doutput; parameter gradients land in their grads."""
+    g = grad_output
+    for index in reversed(range(len(layers))):
+        # The first layer's input is the data: it needs no gradient.
+        g = layers[index].backward(caches[index], g, need_input_grad=index > 0)
+
+
+def named_views(flat: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Named views into consecutive slices of `flat`."""
     views, offset = {}, 0
     for name, shape in shapes.items():
@@ -95,14 +128,9 @@ class Network:
         total = sum(math.prod(s) for s in shapes.values())
         self.flat_params = np.zeros(total, dtype=self.dtype)
         self.flat_grads = np.zeros(total, dtype=self.dtype)
-        self.params = _views(self.flat_params, shapes)
-        self.grads = _views(self.flat_grads, shapes)
-        for k, layer in enumerate(parametric):
-            names = {kind: f"layers.{k}.{kind}" for kind in layer.param_shapes}
-            layer.bind(
-                {kind: self.params[name] for kind, name in names.items()},
-                {kind: self.grads[name] for kind, name in names.items()},
-            )
+        self.params = named_views(self.flat_params, shapes)
+        self.grads = named_views(self.flat_grads, shapes)
+        bind_layers(self.layers, self.params, self.grads)
         if params is not None:
             for name, value in params.items():
                 self.params[name][...] = value
@@ -127,19 +155,11 @@ class Network:
         """Logits `(batch, classes)` for inputs `(batch, 784)`, plus what `backward` needs (one
         cache per layer). `rng`: training mode, dropout layers draw their masks from it; without
         it (predicting) dropout does nothing."""
-        a = x.reshape(len(x), *self.example_shape)
-        caches = []
-        for layer in self.layers:
-            a, cache = layer.forward(a, rng)
-            caches.append(cache)
-        return a, caches
+        return forward_layers(self.layers, x.reshape(len(x), *self.example_shape), rng)
 
     def backward(self, caches: list, grad_logits: np.ndarray) -> dict[str, np.ndarray]:
         """Gradients of the loss for every parameter, given dLoss/dlogits `(batch, classes)`."""
-        g = grad_logits
-        for index in reversed(range(len(self.layers))):
-            # The first layer's input is the data: it needs no gradient.
-            g = self.layers[index].backward(caches[index], g, need_input_grad=index > 0)
+        backward_layers(self.layers, caches, grad_logits)
         return self.grads
 
     def loss_and_grads(

@@ -27,6 +27,7 @@ from netcore.errors import ModelFileError, TrainingDiverged
 from netcore.metrics import accuracy
 from netcore.network import Network
 from netcore.optim import SGD
+from netcore.parallel import BatchParallel
 from netcore.preprocess import normalize
 from netcore.schedules import learning_rate
 
@@ -201,7 +202,25 @@ def train_epoch(
     config: TrainConfig,
 ) -> tuple[float, int]:
     """One SGD step per batch over this epoch's pixels `(n, 784)` uint8, already shuffled (and
-    shifted); returns (sum of the batch losses weighted by batch size, correct predictions)."""
+    shifted); returns (sum of the batch losses weighted by batch size, correct predictions).
+    With `config.threads` > 1 every batch is split across that many threads."""
+    model = BatchParallel(network, config.threads) if config.threads > 1 else network
+    try:
+        return _train_batches(network, model, optimizer, pixels, labels, epoch, config)
+    finally:
+        if model is not network:
+            model.close()
+
+
+def _train_batches(
+    network: Network,
+    model: Network | BatchParallel,
+    optimizer: SGD,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    epoch: int,
+    config: TrainConfig,
+) -> tuple[float, int]:
     batch = config.batch_size
     batches = math.ceil(len(labels) / batch)
     inputs = np.empty((batch, network.config.input_size), dtype=network.dtype)
@@ -212,7 +231,7 @@ def train_epoch(
         batch_pixels = pixels[b * batch : (b + 1) * batch]
         x = normalize(batch_pixels, network.config, out=inputs[: len(batch_pixels)])
         y = labels[b * batch : (b + 1) * batch]
-        loss, _, logits = network.loss_and_grads(x, y, config.label_smoothing, dropout_rng)
+        loss, _, logits = model.loss_and_grads(x, y, config.label_smoothing, dropout_rng)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1}: the loss became {loss}. "

@@ -9,6 +9,7 @@ import pytest
 from netcore import Network, NetworkConfig
 from netcore.layers import Layer, build_layer
 from netcore.losses import softmax_cross_entropy
+from netcore.parallel import BatchParallel
 
 H = 1e-6  # central-difference step; float64 keeps its rounding error near 1e-10
 
@@ -240,3 +241,22 @@ def test_float32_cnn_agrees_with_float64():
     np.testing.assert_allclose(
         net32.predict_proba(x.astype(np.float32)), net64.predict_proba(x), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_batch_split_across_threads_gives_the_whole_batch_gradient(threads):
+    config = NetworkConfig(layers=SMALL_CNN, input_shape=[8, 8, 1])
+    net = Network(config, np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((13, 64))
+    y = np.random.default_rng(2).integers(0, 3, 13)
+    loss, _, logits = net.loss_and_grads(x, y, 0.1)
+    whole = net.flat_grads.copy()
+    model = BatchParallel(net, threads)
+    try:
+        split_loss, grads, split_logits = model.loss_and_grads(x, y, 0.1)
+    finally:
+        model.close()
+    assert grads is net.grads
+    assert split_loss == pytest.approx(loss, rel=1e-14)
+    np.testing.assert_allclose(net.flat_grads, whole, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(split_logits, logits)

@@ -206,16 +206,18 @@ def _cnn_config(**changes) -> TrainConfig:
     return TrainConfig(**{**values, **changes})
 
 
-def test_cnn_same_seed_gives_bit_identical_weight_files(small_train, tmp_path):
-    a, _ = _fit_cnn(*small_train, _cnn_config())
-    b, _ = _fit_cnn(*small_train, _cnn_config())
-    c, _ = _fit_cnn(*small_train, _cnn_config(seed=8))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnn_same_seed_gives_bit_identical_weight_files(small_train, tmp_path, threads):
+    a, _ = _fit_cnn(*small_train, _cnn_config(threads=threads))
+    b, _ = _fit_cnn(*small_train, _cnn_config(threads=threads))
+    c, _ = _fit_cnn(*small_train, _cnn_config(seed=8, threads=threads))
     assert _weights_sha256(a, tmp_path / "a") == _weights_sha256(b, tmp_path / "b")
     assert _weights_sha256(a, tmp_path / "a") != _weights_sha256(c, tmp_path / "c")
 
 
-def test_cnn_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path):
-    config = _cnn_config(epochs=4, validation_fraction=0.1)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnn_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path, threads):
+    config = _cnn_config(epochs=4, validation_fraction=0.1, threads=threads)
     uninterrupted, full = _fit_cnn(*small_train, config)
 
     class Crash(Exception):
