@@ -92,10 +92,13 @@ class BatchParallel:
         """Forward and backward of part p; returns (its share of the batch's mean loss, logits)."""
         share = len(x) / batch
         images = x.reshape(len(x), *self.network.example_shape)
-        logits, caches = forward_layers(self.stacks[p], images, rng)
-        loss, grad_logits = self.network.loss(logits, labels, label_smoothing)
-        grad_logits *= grad_logits.dtype.type(share)
-        backward_layers(self.stacks[p], caches, grad_logits)
+        # numpy's error state is per thread: like the trainer's, overflow on the way to a
+        # divergence is left to its loss check, not printed as warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits, caches = forward_layers(self.stacks[p], images, rng)
+            loss, grad_logits = self.network.loss(logits, labels, label_smoothing)
+            grad_logits *= grad_logits.dtype.type(share)
+            backward_layers(self.stacks[p], caches, grad_logits)
         return loss * share, logits
 
     def close(self) -> None:

@@ -285,3 +285,8 @@ def test_stroke_width_augmentation_keeps_geometry_and_is_reproducible(small_trai
     ink_change = a.reshape(400, -1).sum(axis=1) / plain.reshape(400, -1).sum(axis=1)
     assert ink_change.min() < 0.8 and ink_change.max() > 1.3  # both thinner and thicker
     assert np.mean(ink_change > 1) == pytest.approx(0.5, abs=0.1)
+
+
+def test_cnn_divergence_in_two_threads_stops_with_a_clear_error(small_train):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1.*lower learning rate"):
+        _fit_cnn(*small_train, _cnn_config(learning_rate=1e5, schedule="constant", threads=2))
