@@ -45,12 +45,13 @@ class Buffers:
         self.dtype = dtype
         self.arrays: dict[str, np.ndarray] = {}
 
-    def get(self, name: str, shape: Shape, zeros: bool = False) -> np.ndarray:
-        """An array of `shape` (contents undefined, or zero if `zeros` and newly allocated)."""
+    def get(self, name: str, shape: Shape, fill: float | None = None) -> np.ndarray:
+        """An array of `shape`: contents undefined, or, with `fill`, that value everywhere when
+        it is newly allocated (and whatever the caller left there since, otherwise)."""
         size = math.prod(shape)
         flat = self.arrays.get(name)
         if flat is None or flat.size < size:
-            flat = np.zeros(size, self.dtype) if zeros else np.empty(size, self.dtype)
+            flat = np.empty(size, self.dtype) if fill is None else np.full(size, fill, self.dtype)
             self.arrays[name] = flat
         return flat[:size].reshape(shape)
 
@@ -97,12 +98,16 @@ class Dense(Layer):
         self.output_shape = (units,)
         self.param_shapes = {"weight": (input_shape[0], units), "bias": (units,)}
 
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple:
+    def forward(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, Any]:
         y = x @ self.params["weight"]
         y += self.params["bias"]
         return y, x
 
-    def backward(self, x: np.ndarray, g: np.ndarray, need_input_grad: bool = True):
+    def backward(
+        self, x: np.ndarray, g: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
         np.matmul(x.T, g, out=self.grads["weight"])
         np.sum(g, axis=0, out=self.grads["bias"])
         return g @ self.params["weight"].T if need_input_grad else None
@@ -154,13 +159,18 @@ class Conv2D(Layer):
         self.weight_matrix = params["weight"].reshape(rows, self.filters)  # views, no copies
         self.grad_matrix = grads["weight"].reshape(rows, self.filters)
 
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple:
+    def forward(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, Any]:
         n = len(x)
         out_h, out_w, filters = self.output_shape
         cols = self.im2col(self.padded(x))
         y = self.buffers.get("y", (n * out_h * out_w, filters))
         np.matmul(cols, self.weight_matrix, out=y)
-        y += self.params["bias"]
+        # + b, along whole rows of output pixels (out_w * F values: the bias repeated out_w
+        # times): the same sums as per pixel, in fewer and longer passes.
+        y_rows = y.reshape(n * out_h, out_w * filters)
+        y_rows += np.tile(self.params["bias"], out_w)
         return y.reshape(n, out_h, out_w, filters), cols
 
     def padded(self, x: np.ndarray) -> np.ndarray:
@@ -169,7 +179,7 @@ class Conv2D(Layer):
             return x
         n, (height, width, channels), p = len(x), self.input_shape, self.pad
         # The border is zeroed once, when the buffer is made; only the inside is written here.
-        xp = self.buffers.get("xp", (n, height + 2 * p, width + 2 * p, channels), zeros=True)
+        xp = self.buffers.get("xp", (n, height + 2 * p, width + 2 * p, channels), fill=0.0)
         xp[:, p : p + height, p : p + width] = x
         return xp
 
@@ -193,12 +203,17 @@ class Conv2D(Layer):
         np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
         return cols.reshape(n * out_h * out_w, k * k * self.channels)
 
-    def backward(self, cols: np.ndarray, g: np.ndarray, need_input_grad: bool = True):
+    def backward(
+        self, cols: np.ndarray, g: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
         n, k, p = len(g), self.kernel, self.pad
         out_h, out_w, filters = self.output_shape
         g_rows = g.reshape(n * out_h * out_w, filters)
         np.matmul(cols.T, g_rows, out=self.grad_matrix)
-        np.sum(g_rows, axis=0, out=self.grads["bias"])
+        # db = 1^T g, the sum over every output pixel, as a BLAS product with a vector of ones:
+        # numpy's sum down such a tall, narrow array is more than ten times slower.
+        ones = self.buffers.get("ones", (len(g_rows),), fill=1.0)
+        np.matmul(ones, g_rows, out=self.grads["bias"])
         if not need_input_grad:
             return None
         height, width, channels = self.input_shape
@@ -226,10 +241,11 @@ class MaxPool2D(Layer):
     over a, b in {0, 1}.  x `(n, H, W, C)`, y `(n, H // 2, W // 2, C)` (an odd last row or column
     is dropped, as in PyTorch).
 
-    Backward: each window's gradient goes to the one input that was its maximum (the first, on
-    ties: a background region gives many), every other input gets 0. The maximum is taken in two
-    steps, first between the two rows of each window, then between the two columns of the
-    result, and the winners of both steps are kept as masks."""
+    Backward: each window's gradient goes to the one input that was its maximum, every other
+    input gets 0; on ties (a flat background region gives many) to exactly one of the tied
+    inputs, never to several. The maximum is taken in two steps, first between the two rows of
+    each window, then between the two columns of the result (a tie keeps the top row, the left
+    column), and the winners of both steps are kept as masks."""
 
     def __init__(self, input_shape: Shape):
         super().__init__(input_shape)
@@ -238,7 +254,9 @@ class MaxPool2D(Layer):
         height, width, channels = input_shape
         self.output_shape = (height // 2, width // 2, channels)
 
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple:
+    def forward(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, Any]:
         h, w, _ = self.output_shape
         top, bottom = x[:, 0 : 2 * h : 2, : 2 * w], x[:, 1 : 2 * h : 2, : 2 * w]  # (n, h, 2w, C)
         lower = bottom > top
@@ -247,7 +265,9 @@ class MaxPool2D(Layer):
         rightward = right > left
         return np.maximum(left, right), (lower, rightward)
 
-    def backward(self, masks: tuple, g: np.ndarray, need_input_grad: bool = True):
+    def backward(
+        self, masks: tuple, g: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
         lower, rightward = masks
         h, w, channels = self.output_shape
         n = len(g)
@@ -277,11 +297,15 @@ class Activation(Layer):
         self.activation = get_activation(name)
         self.in_place = False
 
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple:
+    def forward(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, Any]:
         y = self.activation.forward(x if self.in_place else x.copy())
         return y, y
 
-    def backward(self, y: np.ndarray, g: np.ndarray, need_input_grad: bool = True):
+    def backward(
+        self, y: np.ndarray, g: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
         return self.activation.backward(y, g)
 
 
@@ -294,10 +318,14 @@ class Flatten(Layer):
         super().__init__(input_shape)
         self.output_shape = (math.prod(input_shape),)
 
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple:
+    def forward(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, Any]:
         return x.reshape(len(x), -1), None
 
-    def backward(self, cache: None, g: np.ndarray, need_input_grad: bool = True):
+    def backward(
+        self, cache: None, g: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
         return g.reshape(len(g), *self.input_shape)
 
 
@@ -312,7 +340,9 @@ class Dropout(Layer):
             raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
         self.rate = rate
 
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple:
+    def forward(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, Any]:
         if rng is None or not self.rate:
             return x, None
         keep = rng.random(x.shape, dtype=x.dtype) >= self.rate
@@ -320,7 +350,9 @@ class Dropout(Layer):
         y *= x.dtype.type(1 / (1 - self.rate))
         return y, keep
 
-    def backward(self, keep: np.ndarray | None, g: np.ndarray, need_input_grad: bool = True):
+    def backward(
+        self, keep: np.ndarray | None, g: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
         if keep is None:
             return g
         g *= keep
