@@ -46,7 +46,7 @@ def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, s
 
 STROKES: dict[int, list[list[tuple[float, float]]]] = {
     0: [_arc(0.5, 0.5, 0.3, 0.42, -90, 275, 40)],
-    1: [[(0.36, 0.24), (0.56, 0.08), (0.52, 0.92)]],
+    1: [[(0.43, 0.2), (0.56, 0.08), (0.52, 0.92)]],  # a short upstroke, not a 7's bar
     2: [[*_arc(0.5, 0.3, 0.28, 0.22, 190, 370), (0.22, 0.9), (0.82, 0.9)]],
     3: [_arc(0.47, 0.29, 0.28, 0.2, 200, 450), _arc(0.47, 0.69, 0.31, 0.22, -90, 160)],
     4: [[(0.62, 0.92), (0.62, 0.08), (0.16, 0.64), (0.86, 0.64)]],
@@ -234,7 +234,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("generate", help="write the labelled folder")
     make.add_argument("folder", type=Path)
-    make.add_argument("--per-kind", type=int, default=100)
+    make.add_argument("--per-kind", type=int, default=300)
     make.add_argument("--seed", type=int, default=0)
     rate = commands.add_parser("score", help="accuracy per kind of one or more model folders")
     rate.add_argument("folder", type=Path)

@@ -12,6 +12,7 @@ Pure library (numpy, Pillow, pyarrow, safetensors; never Prefect). One idea per 
     schedules    learning-rate schedules (constant, step, cosine with warmup, onecycle)
     augment      distorted copies (rotation, zoom, shear, stroke width) and random shifts
     trainer      the training loop, checkpoints and resume, early stopping
+    parallel     each training batch split across threads (TrainConfig.threads)
     weights      model.safetensors + config.json, verified on load
     metrics      accuracy, confusion matrix, precision / recall
     mnist        the Hugging Face MNIST Parquet layout -> uint8 arrays

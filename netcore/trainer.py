@@ -5,7 +5,8 @@
 `pixels` are uint8 `(n, 784)` (or `(n, 28, 28)`), `labels` integers `(n,)`. Each epoch draws a fresh
 shuffle (and shifts, if `augment_shift` > 0) from a generator seeded by `config.seed`, scales each
 batch with the network's pixel scaling, and takes one SGD step per batch with the learning rate
-of the schedule at that fractional epoch. With `checkpoint_path`, the whole state is saved after
+of the schedule at that fractional epoch (with `config.threads` > 1, each batch split across
+that many threads, netcore.parallel). With `checkpoint_path`, the whole state is saved after
 every epoch, and a later call with the same configuration resumes from it and ends with
 bit-identical weights to an uninterrupted run.
 """
