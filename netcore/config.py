@@ -1,8 +1,11 @@
 """Hyperparameters as dataclasses, saved as JSON next to the weights and loaded back exactly.
 
 `NetworkConfig` is everything inference needs (architecture and input scaling); `TrainConfig` is
-everything that shaped the weights. Both round-trip through `to_dict` / `from_dict`; unknown or
-missing keys are refused, so a config file never silently means something else.
+everything that shaped the weights. Both round-trip through `to_dict` / `from_dict`, which refuse
+unknown keys and any value of the wrong type (an int may stand for a float; a bool is no number;
+numbers must be finite), and both check their values' ranges and names on construction, so a
+config file never silently means something else. `load_config` also refuses a network whose
+fields are not all in the file (a field left out would silently take its default).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import copy
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -20,6 +25,7 @@ from netcore.errors import ModelFileError
 from netcore.io import write_json
 from netcore.layers import build_layers
 from netcore.losses import get_loss
+from netcore.schedules import SCHEDULES
 
 # The CNN recipe's layers (`NetworkConfig.cnn()`, `digitflow train --arch cnn`), chosen from
 # the measurements in docs/cnn-recipe-notes.md. The 2x2 max-pool comes before the ReLU: max and
@@ -100,8 +106,12 @@ class NetworkConfig:
             self.layers = list(self.layers)
             build_layers(self.layers, tuple(self.input_shape))  # validates, raises ValueError
         get_loss(self.loss)
-        if self.pixel_std <= 0:
-            raise ValueError(f"pixel_std must be positive, got {self.pixel_std}")
+        # The mean and std of pixels scaled to [0, 1]: the mean lies in [0, 1] and the std in
+        # (0, 0.5]; NaN fails both comparisons.
+        if not 0 <= self.pixel_mean <= 1:
+            raise ValueError(f"pixel_mean must be a number in [0, 1], got {self.pixel_mean}")
+        if not 0 < self.pixel_std <= 0.5:
+            raise ValueError(f"pixel_std must be a number in (0, 0.5], got {self.pixel_std}")
 
     @classmethod
     def mlp(
@@ -272,6 +282,9 @@ class TrainConfig:
             "warmup_epochs": self.warmup_epochs >= 0,
             "step_epochs": self.step_epochs >= 1,
             "threads": 1 <= self.threads <= 64,
+            "schedule": self.schedule in SCHEDULES,
+            # NaN fails every comparison above; these have no range of their own.
+            "step_gamma": math.isfinite(self.step_gamma),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -322,11 +335,57 @@ def recipe(
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    """`cls(**values)` for a dict read from a file: unknown fields and values of the wrong type
+    are refused with a ValueError naming the field."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a {cls.__name__} must be an object of fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            raise ValueError(f"{name} must be {_describe(hints[name])}, got {value!r}")
     return cls(**values)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON or TOML has the type `hint` (a field's annotation)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        return numeric and math.isfinite(value)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)  # layer specs: netcore.layers checks their contents
+    if hint is Any:
+        return True
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    """A field's type in words, e.g. "int", "float (finite)", "list of int or null"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    if hint is float:
+        return "float (finite)"
+    if origin is list:
+        return f"list of {_describe(args[0])}"
+    if origin is dict:
+        return "object"
+    return getattr(hint, "__name__", str(hint))
 
 
 def save_config(path: str | Path, network: NetworkConfig, training: TrainConfig | None) -> None:
@@ -335,14 +394,26 @@ def save_config(path: str | Path, network: NetworkConfig, training: TrainConfig 
 
 
 def load_config(path: str | Path) -> tuple[NetworkConfig, TrainConfig | None]:
-    """Read a file written by `save_config`; a malformed one raises ModelFileError naming it."""
+    """Read a file written by `save_config`; anything else raises ModelFileError naming the
+    file and the section and field that is wrong."""
     path = Path(path)
     try:
         document = json.loads(path.read_text())
-        network = NetworkConfig.from_dict(document["network"])
-        training = document.get("training")
-        return network, training and TrainConfig.from_dict(training)
     except FileNotFoundError:
         raise ModelFileError(path, "config file not found") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError among them
         raise ModelFileError(path, f"not a valid model config ({error})") from None
+    if not isinstance(document, dict) or "network" not in document:
+        raise ModelFileError(path, "not a valid model config (no 'network' section)")
+    section = "network"
+    try:
+        network = NetworkConfig.from_dict(document["network"])
+        # A field left out, or null, would take its default: the file would not say it.
+        missing = [name for name in network.to_dict() if document["network"].get(name) is None]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        section = "training"
+        training = document.get("training")
+        return network, None if training is None else TrainConfig.from_dict(training)
+    except (ValueError, TypeError) as error:
+        raise ModelFileError(path, f"not a valid model config ({section}: {error})") from None

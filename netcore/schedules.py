@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from netcore.config import TrainConfig
+if TYPE_CHECKING:  # for the annotations only: netcore.config imports SCHEDULES from here
+    from netcore.config import TrainConfig
 
 # The one-cycle warmup starts at peak / ONECYCLE_DIV (PyTorch's default div_factor).
 ONECYCLE_DIV = 25.0

@@ -60,9 +60,11 @@ from flows.registry.store import (
     open_registry,
     registry_lock,
 )
+from netcore.errors import ModelFileError
 from netcore.io import write_atomic, writing
+from netcore.mnist import IMAGE_SIDE, NUM_CLASSES
 from netcore.network import Network
-from netcore.weights import load_model
+from netcore.weights import CONFIG_FILE, load_model
 
 ALIAS = "latest"
 DEFAULT_ALIAS = PRODUCTION  # what a spec without @VERSION resolves to
@@ -383,8 +385,20 @@ def load_published(spec: str | None = None) -> PublishedModel:
 
 
 def _load_verified(folder: str, location: str, alias: str | None) -> PublishedModel:
+    """Verify and load the version copied to `folder` (or living there); errors name files by
+    `location`, where the version is published."""
     manifest = verify(folder, shown_as=location)
-    network = load_model(folder)
+    try:
+        network = load_model(folder)  # every tensor and config field checked
+    except ModelFileError as error:
+        raise ModelFileError(error.path.replace(folder, location, 1), error.problem) from None
+    config = network.config
+    if (config.input_size, config.num_classes) != (IMAGE_SIDE * IMAGE_SIDE, NUM_CLASSES):
+        raise ModelFileError(
+            f"{location}/{CONFIG_FILE}",
+            f"a network of {config.input_size} inputs and {config.num_classes} classes is no "
+            f"digit classifier ({IMAGE_SIDE}x{IMAGE_SIDE} pixels in, {NUM_CLASSES} digits out)",
+        )
     metrics_path = Path(folder) / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     version = manifest.get("version", "?")

@@ -109,17 +109,6 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return document
 
 
-def _check_types(values: dict[str, Any], where: str) -> None:
-    """TOML values must have the TrainConfig field's type (an integer may stand for a float)."""
-    defaults = TrainConfig()
-    for name, value in values.items():
-        expected = type(getattr(defaults, name))
-        fits = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
-        fits |= expected is float and isinstance(value, int) and not isinstance(value, bool)
-        if not fits:
-            raise ConfigError(f"{where} {name} must be {expected.__name__}, got {value!r}")
-
-
 def resolve_run_config(flags: dict[str, Any], config_file: str | Path | None = None) -> RunConfig:
     """Merge `flags` (None = not given) over the environment, the TOML file and the defaults."""
     document = read_config_file(config_file) if config_file else {}
@@ -134,10 +123,12 @@ def resolve_run_config(flags: dict[str, Any], config_file: str | Path | None = N
         return default
 
     training_values = dict(document.get("training", {}))
-    _check_types(training_values, f"{where}[training]")
     training_values |= {k: flags[k] for k in TRAINING_FLAGS if flags.get(k) is not None}
-    try:
+    try:  # each value's type (an int may stand for a float), range and name
         training = TrainConfig.from_dict(training_values)
+    except ValueError as error:
+        raise ConfigError(f"{where}[training] {error}") from None
+    try:
         hidden = pick("hidden", None, network, default_hidden())
         hidden = [int(n) for n in ([hidden] if isinstance(hidden, int) else hidden)]
         run = RunConfig(
