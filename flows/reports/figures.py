@@ -49,6 +49,8 @@ GRID_TILE = 84  # pixels per 28x28 image (3 per pixel)
 WEIGHT_COLUMNS = 16
 WEIGHT_TILE = 60  # pixels per neuron in the weights grid
 WEIGHT_HEADER = 80  # pixels above the tiles for the title and the colour key
+FILTER_COLUMNS = 8  # a CNN's filters: fewer, smaller and bigger on the page
+FILTER_TILE = 120
 
 
 def _new_figure(size: tuple[int, int]) -> Figure:
@@ -243,35 +245,44 @@ def confident_mistakes(
     return image_grid(pixels[worst].reshape(len(worst), 28, 28), captions, path, title)
 
 
-def weights_grid_size(tiles: int) -> tuple[int, int]:
-    """Pixel size of `first_layer_weights` for a first layer of `tiles` hidden units (and of
-    `first_conv_filters` for `tiles` filters times input channels)."""
-    rows = math.ceil(tiles / WEIGHT_COLUMNS)
-    return WEIGHT_COLUMNS * WEIGHT_TILE, WEIGHT_HEADER + rows * WEIGHT_TILE
+def weights_grid_size(
+    tiles: int, columns: int = WEIGHT_COLUMNS, tile: int = WEIGHT_TILE
+) -> tuple[int, int]:
+    """Pixel size of `first_layer_weights` for a first layer of `tiles` hidden units."""
+    rows = math.ceil(tiles / columns)
+    return columns * tile, WEIGHT_HEADER + rows * tile
 
 
-def _weight_tiles(tiles: np.ndarray, path: str | Path, title: str, key: str) -> Path:
-    """Square weight tiles `(count, side, side)` in rows of WEIGHT_COLUMNS, red positive and blue
-    negative, each scaled to its own largest weight, under a title and a colour key."""
+def filters_grid_size(filters: int) -> tuple[int, int]:
+    """Pixel size of `first_conv_filters` for `filters` filters (times input channels)."""
+    return weights_grid_size(filters, FILTER_COLUMNS, FILTER_TILE)
+
+
+def _weight_tiles(
+    tiles: np.ndarray, path: str | Path, title: str, key: str, columns: int, tile_pixels: int
+) -> Path:
+    """Square weight tiles `(count, side, side)` in rows of `columns`, `tile_pixels` apart, red
+    positive and blue negative, each scaled to its own largest weight, under a title and a
+    colour key."""
     count, side, _ = tiles.shape
-    if side > 28:
-        raise ValueError(f"weight tiles are drawn up to 28x28, got {side}x{side}")
-    rows = math.ceil(count / WEIGHT_COLUMNS)
     # One mosaic image, each tile scaled to [-1, 1] and framed by a NaN (white) gap: drawn with
     # one imshow at exactly 2 screen pixels per mosaic cell, it is fast and compresses well. A
-    # small tile (a 5x5 filter) is enlarged to fill about as much of its cell as a 28x28 one.
-    cell = WEIGHT_TILE // 2
-    scale = max(1, 28 // side)
-    mosaic = np.full((rows * cell, WEIGHT_COLUMNS * cell), np.nan)
+    # small tile (a 5x5 filter) is enlarged to fill its cell but for the gap.
+    cell = tile_pixels // 2
+    if side > cell - 2:
+        raise ValueError(f"weight tiles are drawn up to {cell - 2}x{cell - 2}, got {side}x{side}")
+    scale = (cell - 2) // side
+    rows = math.ceil(count / columns)
+    mosaic = np.full((rows * cell, columns * cell), np.nan)
     for index, tile in enumerate(tiles):
-        row, column = divmod(index, WEIGHT_COLUMNS)
+        row, column = divmod(index, columns)
         limit = max(float(np.abs(tile).max()), 1e-12)
         big = np.kron(tile / limit, np.ones((scale, scale)))
         top, left = row * cell, column * cell
         mosaic[top : top + len(big), left : left + len(big)] = big
-    width, height = weights_grid_size(count)
+    width, height = weights_grid_size(count, columns, tile_pixels)
     figure = _new_figure((width, height))
-    axes = figure.add_axes((0, 0, 1, rows * WEIGHT_TILE / height))
+    axes = figure.add_axes((0, 0, 1, rows * tile_pixels / height))
     axes.set_axis_off()
     colours = colormaps["RdBu_r"].with_extremes(bad="white")
     axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest", aspect="auto")
@@ -293,6 +304,8 @@ def first_layer_weights(weights: np.ndarray, path: str | Path) -> Path:
         f"What the {neurons} hidden neurons look for",
         "first-layer weights as 28x28 images: red = ink here excites the neuron, "
         "blue = ink here inhibits it",
+        WEIGHT_COLUMNS,
+        WEIGHT_TILE,
     )
 
 
@@ -313,6 +326,8 @@ def first_conv_filters(weights: np.ndarray, path: str | Path) -> Path:
         f"What the {filters} filters of the first convolution look for{per_channel}",
         f"{kernel}x{kernel} filter weights: red = ink here excites the filter, "
         "blue = ink here inhibits it; each is slid over the whole image",
+        FILTER_COLUMNS,
+        FILTER_TILE,
     )
 
 

@@ -178,16 +178,17 @@ def test_first_conv_filters_draws_each_filter_where_its_weights_are(tmp_path: Pa
     filters[4, 4, 0, 1] = -1.0  # filter 1: inhibited at its bottom-right corner
     filters[..., 2:] = np.random.default_rng(0).standard_normal((5, 5, 1, 14))
     path = figures.first_conv_filters(filters, tmp_path / "filters.png")
-    assert_png(path, figures.weights_grid_size(16))
+    assert figures.filters_grid_size(16) == (960, 320)  # two rows of eight
+    assert_png(path, (960, 320))
     with Image.open(path) as image:
         rgb = np.asarray(image.convert("RGB")).astype(int)
-    # Each 5x5 filter is enlarged 5 times into its mosaic cell of WEIGHT_TILE // 2 values, two
-    # screen pixels per value: a filter weight is a 10x10 pixel square.
+    # Each 5x5 filter is enlarged 11 times into its mosaic cell of FILTER_TILE // 2 = 60 values,
+    # two screen pixels per value: a filter weight is a 22x22 pixel square.
     top = figures.WEIGHT_HEADER
 
     def colour(filter_index: int, row: int, column: int) -> np.ndarray:
-        left = filter_index * figures.WEIGHT_TILE
-        return rgb[top + row * 10 + 5, left + column * 10 + 5]
+        left = filter_index * figures.FILTER_TILE
+        return rgb[top + row * 22 + 11, left + column * 22 + 11]
 
     red, green, blue = colour(0, 0, 0)
     assert red > 100 and blue < 60 and green < 60  # strongly positive: red
@@ -210,5 +211,5 @@ def test_model_figures_of_a_cnn_show_its_filters(trained: dict, tmp_path: Path) 
     )
     cnn_set = [name for name in figures.MODEL_FIGURES if name != "first-layer-weights.png"]
     assert [caption for caption, _ in drawn] == [figures.MODEL_FIGURES[n] for n in cnn_set]
-    assert_png(drawn[-1][1], figures.weights_grid_size(16))
+    assert_png(drawn[-1][1], figures.filters_grid_size(16))
     assert figures.existing_figures(tmp_path / "figures") == drawn
