@@ -226,6 +226,7 @@ class TrainingRun:
         comparison = compared["comparison"] or {}
         return {
             "skipped": False,
+            "arch": self.network.arch,
             "version": published["version"],
             "published": published["published"],
             "promoted": published["promoted"],
