@@ -151,15 +151,14 @@ def test_image_grid_draws_ink_dark_on_paper(tmp_path: Path) -> None:
     assert tile[2 * scale, 2 * scale] > 225  # the background: white paper
 
 
+def evaluation(trained: dict) -> tuple:
+    """What model_figures draws from besides the first layer: history, test set, probabilities."""
+    return trained["history"], trained["pixels"], trained["labels"], trained["probabilities"]
+
+
 def test_model_figures_draws_the_version_set(trained: dict, tmp_path: Path) -> None:
-    drawn = figures.model_figures(
-        tmp_path / "figures",
-        trained["history"],
-        trained["pixels"],
-        trained["labels"],
-        trained["probabilities"],
-        trained["network"].weights[0],
-    )
+    first_layer = trained["network"].weights[0]
+    drawn = figures.model_figures(tmp_path / "figures", *evaluation(trained), first_layer)
     # An MLP's set: every MODEL_FIGURES picture but a CNN's filters.
     mlp_set = [name for name in figures.MODEL_FIGURES if name != "first-layer-filters.png"]
     assert [caption for caption, _ in drawn] == [figures.MODEL_FIGURES[n] for n in mlp_set]
@@ -201,14 +200,7 @@ def test_first_conv_filters_draws_each_filter_where_its_weights_are(tmp_path: Pa
 
 def test_model_figures_of_a_cnn_show_its_filters(trained: dict, tmp_path: Path) -> None:
     cnn = Network(NetworkConfig.cnn(), np.random.default_rng(0))
-    drawn = figures.model_figures(
-        tmp_path / "figures",
-        trained["history"],
-        trained["pixels"],
-        trained["labels"],
-        trained["probabilities"],
-        cnn.weights[0],
-    )
+    drawn = figures.model_figures(tmp_path / "figures", *evaluation(trained), cnn.weights[0])
     cnn_set = [name for name in figures.MODEL_FIGURES if name != "first-layer-weights.png"]
     assert [caption for caption, _ in drawn] == [figures.MODEL_FIGURES[n] for n in cnn_set]
     assert_png(drawn[-1][1], figures.filters_grid_size(16))
