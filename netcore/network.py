@@ -33,13 +33,18 @@ import math
 import numpy as np
 
 from netcore.config import NetworkConfig
-from netcore.layers import Layer, build_layers
+from netcore.layers import Conv2D, Layer, build_layers
 from netcore.losses import get_loss, softmax
 
 # Largest intermediate array (bytes) a prediction batch may need: a CNN's im2col matrices grow
 # with the batch (about 0.6 MB per image for a 5x5x16 -> 32 convolution at 14x14), so
 # predict_proba cuts big batches to fit; the MLP's batches stay as asked.
 PREDICT_BYTES = 256 * 2**20
+# For a network with convolutions, much less: each layer writes and rereads its im2col matrix,
+# which is fastest while it stays in the CPU's cache. The CNN recipe predicts in 54 us an image
+# in batches of 16-24 (its largest array about 0.1 MB an image) against 85 us in batches of 500
+# (one thread; docs/benchmarks.md, "The CNN").
+CONV_PREDICT_BYTES = 2 * 2**20
 
 
 def build(config: NetworkConfig, dtype: type = np.float32) -> list[Layer]:
@@ -139,7 +144,9 @@ class Network:
         self.weights = [self.params[f"layers.{k}.weight"] for k in range(self.num_layers)]
         self.biases = [self.params[f"layers.{k}.bias"] for k in range(self.num_layers)]
         largest = max(layer.values_per_example() for layer in self.layers)
-        self.predict_batch = max(1, PREDICT_BYTES // (largest * self.dtype.itemsize))
+        convolutional = any(isinstance(layer, Conv2D) for layer in self.layers)
+        budget = CONV_PREDICT_BYTES if convolutional else PREDICT_BYTES
+        self.predict_batch = max(1, budget // (largest * self.dtype.itemsize))
 
     def _he_init(self, rng: np.random.Generator) -> None:
         """W ~ N(0, 2 / fan_in), so ReLU layers keep the activations' variance; biases stay 0.

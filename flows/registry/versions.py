@@ -51,7 +51,13 @@ from flows.registry.aliases import (
     check_alias_name,
     read_history,
 )
-from flows.registry.manifest import MANIFEST_FILE, read_manifest, verify, write_manifest
+from flows.registry.manifest import (
+    MANIFEST_FILE,
+    network_facts,
+    read_manifest,
+    verify,
+    write_manifest,
+)
 from flows.registry.store import (
     RegistryError,
     create_exclusively,
@@ -140,6 +146,7 @@ def version_summaries(registry: str) -> list[dict[str, Any]]:
         location = display(fs, f"{root}/{version}")
         manifest = read_manifest(location)
         network = manifest.get("config", {}).get("network", {})
+        facts = network_facts(network)
         rows.append(
             {
                 "version": version,
@@ -147,6 +154,8 @@ def version_summaries(registry: str) -> list[dict[str, Any]]:
                 "aliases": aliases.get(version, []),
                 "published_at": manifest.get("published_at"),
                 "test_accuracy": manifest.get("test_accuracy"),
+                "arch": facts["arch"],
+                "layers": facts["layers"],
                 "layer_sizes": network.get("layer_sizes"),
                 "epochs": manifest.get("config", {}).get("training", {}).get("epochs"),
                 "location": location,
