@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from flows.registry.versions import list_versions, publish
-from netcore.config import NetworkConfig
+from netcore.config import recipe
 from netcore.network import Network
 from netcore.weights import save_model
 
@@ -59,14 +59,16 @@ def write_folder(folder: Path, count: int, per_subfolder: int = 10_000) -> Path:
     return folder
 
 
-def bench_registry() -> str:
-    """A registry with one version: an untrained network (scoring costs the same as a trained
-    one's: the same layers, the same arithmetic)."""
-    registry = WORKSPACE / "models"
+def bench_registry(arch: str = "mlp") -> str:
+    """A registry with one version: an untrained network of `arch`'s recipe, mlp or cnn
+    (scoring costs the same as a trained one's: the same layers, the same arithmetic)."""
+    suffix = "" if arch == "mlp" else f"-{arch}"
+    registry = WORKSPACE / f"models{suffix}"
     if not list_versions(str(registry)):
-        payload = WORKSPACE / "payload"
-        save_model(Network(NetworkConfig(), np.random.default_rng(0)), payload)
-        publish(str(registry), payload, lambda version: {}, {"note": "benchmark model"})
+        payload = WORKSPACE / f"payload{suffix}"
+        network_config, _ = recipe(arch)
+        save_model(Network(network_config, np.random.default_rng(0)), payload)
+        publish(str(registry), payload, lambda version: {}, {"note": f"benchmark {arch} model"})
     return str(registry)
 
 
@@ -78,9 +80,10 @@ def predict_env() -> dict[str, str]:
     }
 
 
-def run_predict(folder: Path, output: Path, *options: str) -> tuple[dict, float]:
-    """`digitflow predict FOLDER --json` in a subprocess: (its summary, wall seconds)."""
-    command = [DIGITFLOW, "predict", str(folder), "--model", bench_registry()]
+def run_predict(folder: Path, output: Path, *options: str, arch: str = "mlp") -> tuple[dict, float]:
+    """`digitflow predict FOLDER --json` with a version of `arch` in a subprocess: (its
+    summary, wall seconds)."""
+    command = [DIGITFLOW, "predict", str(folder), "--model", bench_registry(arch)]
     command += ["--output", str(output), "--json", *options]
     started = time.perf_counter()
     done = subprocess.run(command, env=predict_env(), capture_output=True, text=True)

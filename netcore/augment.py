@@ -4,6 +4,8 @@ Two cheap ways to show a small network more digits than the 60k it has:
 - `distorted_copy`: every image rotated, scaled and sheared by its own random small amount. One
   Pillow MESH transform over a mosaic of all images does this at C speed (seconds per copy of
   the 60k training set, docs/benchmarks.md), so a few copies are made before training starts.
+  Optionally each image's strokes also get thinner or thicker (`change_stroke_width`): digits
+  drawn with a thick brush or typeset in a light font differ from MNIST's pens mostly in that.
 - `EpochBuilder`: each epoch, every training image is drawn from the original or one of its
   distorted copies, and shifted by a random whole number of pixels. Shifting image by image costs
   more than the training step itself in NumPy, so the epoch is written into a uint8 buffer with
@@ -33,18 +35,46 @@ def distorted_copy(
     max_scale: float,
     max_shear: float,
     threads: int = 2,
+    max_stroke: float = 0.0,
 ) -> np.ndarray:
     """A copy of uint8 `images` `(n, h, w)`, each rotated by up to `max_degrees`, zoomed by up to
     `max_scale` (relative) and sheared horizontally by up to `max_shear`, about its centre,
-    with bilinear interpolation. Chunks run in threads (Pillow releases the GIL); each chunk has
-    its own generator spawned from `rng`, so the result does not depend on `threads`."""
+    with bilinear interpolation, then (if `max_stroke` > 0) given strokes thinner or thicker by
+    up to `max_stroke` (see `change_stroke_width`). Chunks run in threads (Pillow and numpy
+    release the GIL); each chunk has its own generator spawned from `rng`, so the result does not
+    depend on `threads`."""
     chunks = np.array_split(images, 4)
     jobs = zip(chunks, rng.spawn(len(chunks)), strict=True)
     with ThreadPoolExecutor(threads) as pool:
         parts = pool.map(
-            lambda job: _distort_chunk(job[0], job[1], max_degrees, max_scale, max_shear), jobs
+            lambda job: _distort_chunk(
+                job[0], job[1], max_degrees, max_scale, max_shear, max_stroke
+            ),
+            jobs,
         )
         return np.concatenate(list(parts))
+
+
+def change_stroke_width(images: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+    """uint8 `images` `(n, h, w)` with thicker (amount > 0) or thinner (amount < 0) strokes.
+
+    Grayscale dilation (each pixel becomes the maximum of itself and its 4 neighbours) widens
+    every stroke by about a pixel on each side; erosion (the minimum) narrows it as much. Image i
+    becomes `image + |amounts[i]| * (dilated or eroded - image)`: amounts in [-1, 1] give every
+    width in between, a fraction of a pixel included (the edges' gray levels move)."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
+    cross = [
+        padded[:, 1:-1, 1:-1],
+        padded[:, :-2, 1:-1],
+        padded[:, 2:, 1:-1],
+        padded[:, 1:-1, :-2],
+        padded[:, 1:-1, 2:],
+    ]
+    thick = amounts[:, None, None] > 0
+    target = np.where(thick, np.maximum.reduce(cross), np.minimum.reduce(cross))
+    blend = np.abs(amounts).astype(np.float32)[:, None, None]
+    out = images + blend * (target.astype(np.float32) - images)
+    return np.rint(out).astype(np.uint8)
 
 
 def _distort_chunk(
@@ -53,6 +83,7 @@ def _distort_chunk(
     max_degrees: float,
     max_scale: float,
     max_shear: float,
+    max_stroke: float,
 ) -> np.ndarray:
     n, h, w = images.shape
     pad, cols = _MOSAIC_PAD, _MOSAIC_COLUMNS
@@ -92,7 +123,10 @@ def _distort_chunk(
         (cols * w, rows * h), Image.Transform.MESH, mesh, Image.Resampling.BILINEAR
     )
     out = np.asarray(out).reshape(rows, h, cols, w).transpose(0, 2, 1, 3)
-    return out.reshape(rows * cols, h, w)[:n]
+    out = out.reshape(rows * cols, h, w)[:n]
+    if max_stroke:  # drawn after the geometry, which is therefore the same with or without
+        out = change_stroke_width(out, rng.uniform(-max_stroke, max_stroke, n))
+    return out
 
 
 @dataclass(frozen=True)

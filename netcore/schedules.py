@@ -4,15 +4,23 @@ Every schedule starts with an optional linear warmup from 0 to the peak rate ove
 `warmup_epochs`, then follows its own shape over the remaining epochs:
 - constant: the peak rate throughout;
 - step: the peak rate times `step_gamma` every `step_epochs` epochs;
-- cosine: from the peak down to 0 along half a cosine wave.
+- cosine: from the peak down to 0 along half a cosine wave;
+- onecycle: the one-cycle policy (Smith & Topin 2018; PyTorch's OneCycleLR without its
+  momentum cycle): the warmup rises along half a cosine from peak / ONECYCLE_DIV instead of
+  linearly from 0, then the rate falls to 0 along half a cosine.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from netcore.config import TrainConfig
+if TYPE_CHECKING:  # for the annotations only: netcore.config imports SCHEDULES from here
+    from netcore.config import TrainConfig
+
+# The one-cycle warmup starts at peak / ONECYCLE_DIV (PyTorch's default div_factor).
+ONECYCLE_DIV = 25.0
 
 
 def _constant(progress: float, config: TrainConfig) -> float:
@@ -33,6 +41,7 @@ SCHEDULES: dict[str, Callable[[float, TrainConfig], float]] = {
     "constant": _constant,
     "step": _step,
     "cosine": _cosine,
+    "onecycle": _cosine,  # after its warmup, which learning_rate() treats separately
 }
 
 
@@ -46,6 +55,10 @@ def learning_rate(epoch: float, config: TrainConfig) -> float:
         ) from None
     warmup = config.warmup_epochs
     if epoch < warmup:
+        if config.schedule == "onecycle":
+            start = 1 / ONECYCLE_DIV
+            rise = 0.5 * (1 - math.cos(math.pi * epoch / warmup))  # 0 -> 1 along half a cosine
+            return config.learning_rate * (start + (1 - start) * rise)
         return config.learning_rate * epoch / warmup
     progress = (epoch - warmup) / max(config.epochs - warmup, 1e-12)
     return config.learning_rate * shape(min(progress, 1.0), config)

@@ -7,7 +7,8 @@
 draws a fresh shuffle, picks every image from the original or one of its copies, and shifts it
 (if `augment_shift` > 0), all from generators seeded by `config.seed`; it scales each
 batch with the network's pixel scaling, and takes one SGD step per batch with the learning rate
-of the schedule at that fractional epoch. With `checkpoint_path`, the whole state is saved after
+of the schedule at that fractional epoch (with `config.threads` > 1, each batch split across
+that many threads, netcore.parallel). With `checkpoint_path`, the whole state is saved after
 every epoch, and a later call with the same configuration resumes from it and ends with
 bit-identical weights to an uninterrupted run.
 """
@@ -29,6 +30,7 @@ from netcore.errors import ModelFileError, TrainingDiverged
 from netcore.metrics import accuracy
 from netcore.network import Network
 from netcore.optim import SGD
+from netcore.parallel import BatchParallel
 from netcore.preprocess import normalize
 from netcore.schedules import learning_rate
 
@@ -59,6 +61,13 @@ def random_streams(seed: int) -> tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
 
+def dropout_generator(seed: int, epoch: int) -> np.random.Generator:
+    """The generator for one epoch's dropout masks: its own stream per (seed, epoch), so a resumed
+    run draws the same masks without any state in the checkpoint. A network without dropout
+    draws nothing from it."""
+    return np.random.default_rng([seed, epoch])
+
+
 def split_validation(
     n: int, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +79,7 @@ def split_validation(
 
 def evaluate_split(network: Network, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(mean loss, accuracy) of `network` on scaled inputs `(n, 784)` and labels `(n,)`."""
-    logits, _ = network.forward(x)
+    logits = network.logits(x, batch_size=len(x))  # in one batch, unless memory needs several
     loss, _ = network.loss(logits, labels, 0.0)
     return loss, accuracy(labels, logits.argmax(axis=1))
 
@@ -100,6 +109,7 @@ def train(
             config.distortion_degrees,
             config.distortion_scale,
             config.distortion_shear,
+            max_stroke=config.stroke_width,
         )
         for _ in range(config.augment_distortions)
     ]
@@ -195,17 +205,36 @@ def train_epoch(
     config: TrainConfig,
 ) -> tuple[float, int]:
     """One SGD step per batch over this epoch's pixels `(n, 784)` uint8, already shuffled (and
-    shifted); returns (sum of the batch losses weighted by batch size, correct predictions)."""
+    shifted); returns (sum of the batch losses weighted by batch size, correct predictions).
+    With `config.threads` > 1 every batch is split across that many threads."""
+    model = BatchParallel(network, config.threads) if config.threads > 1 else network
+    try:
+        return _train_batches(network, model, optimizer, pixels, labels, epoch, config)
+    finally:
+        if model is not network:
+            model.close()
+
+
+def _train_batches(
+    network: Network,
+    model: Network | BatchParallel,
+    optimizer: SGD,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    epoch: int,
+    config: TrainConfig,
+) -> tuple[float, int]:
     batch = config.batch_size
     batches = math.ceil(len(labels) / batch)
     inputs = np.empty((batch, network.config.input_size), dtype=network.dtype)
+    dropout_rng = dropout_generator(config.seed, epoch)
     loss_sum, correct = 0.0, 0
     for b in range(batches):
         lr = learning_rate(epoch + b / batches, config)
         batch_pixels = pixels[b * batch : (b + 1) * batch]
         x = normalize(batch_pixels, network.config, out=inputs[: len(batch_pixels)])
         y = labels[b * batch : (b + 1) * batch]
-        loss, _, logits = network.loss_and_grads(x, y, config.label_smoothing)
+        loss, _, logits = model.loss_and_grads(x, y, config.label_smoothing, dropout_rng)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1}: the loss became {loss}. "

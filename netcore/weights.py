@@ -3,8 +3,9 @@
     save_model(network, "out/", training_config)
     network = load_model("out/")
 
-Loading checks every tensor's name, shape and dtype against the config and refuses anything else
-with a ModelFileError naming the file. safetensors holds raw arrays only: nothing is unpickled.
+Loading checks every tensor's name, shape and dtype against the config (MLP or layer specs, see
+NetworkConfig) and that every value is finite, and refuses anything else with a ModelFileError
+naming the file. safetensors holds raw arrays only: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ def save_model(
     """Write the weights and the configs into `directory` (created if needed), each atomically."""
     directory = Path(directory)
     tensors = {name: np.ascontiguousarray(p) for name, p in network.params.items()}
+    # The MLP form keeps the tag it always had (its files stay byte-identical); any network
+    # described by layer specs is "netcore-layers". Loading goes by config.json, not this tag.
+    form = "netcore-mlp" if network.config.layers is None else "netcore-layers"
     # Serialized here, written by netcore.io (see netcore.checkpoint for why).
-    data = save(tensors, metadata={"format": "netcore-mlp"})
+    data = save(tensors, metadata={"format": form})
     write_atomic(directory / WEIGHTS_FILE, lambda temporary: temporary.write_bytes(data))
     save_config(directory / CONFIG_FILE, network.config, training)
 

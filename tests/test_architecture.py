@@ -18,6 +18,8 @@ docs/architecture.md explains the picture; this keeps it true:
 - Prefect (prefect, prefect_dask) only in flows/*/flow.py, flows/cli/ and flows/runtime/, so
   that a spawned worker, a test or a benchmark can import any stage's logic without it;
 - package __init__.py files import nothing.
+
+Imports under `if TYPE_CHECKING:` (for annotations only) never run and are not counted.
 """
 
 from __future__ import annotations
@@ -59,11 +61,27 @@ def source_modules() -> dict[str, Path]:
     }
 
 
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of the tree, at any depth, except those under `if TYPE_CHECKING:` (imports
+    for annotations only, which never run)."""
+    nodes, pending = [], [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        for child in ast.iter_child_nodes(node):
+            test = child.test if isinstance(child, ast.If) else None
+            if test is not None and ast.unparse(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                pending.extend(child.orelse)
+                continue
+            pending.append(child)
+    return nodes
+
+
 def imported_names(path: Path) -> set[str]:
     """Every module name an import statement in the file names (`from a.b import c` names
-    `a.b.c`: a module, or a name in `a.b`), at any depth of the file."""
+    `a.b.c`: a module, or a name in `a.b`), at any depth of the file, that can run."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -136,6 +154,17 @@ def test_the_graph_is_read_from_the_source() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_imports_for_annotations_only_are_not_counted() -> None:
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n"
+        "def f():\n    import c\n"
+    )
+    imported = {
+        alias.name for n in runtime_nodes(tree) if isinstance(n, ast.Import) for alias in n.names
+    }
+    assert imported == {"b", "c"}
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

@@ -19,6 +19,7 @@ import click
 
 from flows.paths import default_registry
 from flows.registry.aliases import PRODUCTION, read_history
+from flows.registry.manifest import network_facts
 from flows.registry.promotion import promote, rollback
 from flows.registry.versions import load_published, version_summaries
 
@@ -58,16 +59,24 @@ def list_command(registry: str | None, as_json: bool) -> None:
     if not rows:
         click.echo(f"no published versions in {registry} (publish one with: digitflow train)")
         return
+    # The MLP's layers as its widths (784-128-10), any other network as NetworkConfig.describe().
+    layers = {
+        row["version"]: "-".join(map(str, row["layer_sizes"] or []))
+        if row["arch"] in ("mlp", None)
+        else row["layers"]
+        for row in rows
+    }
+    width = max(16, *(len(text) + 2 for text in layers.values()))
     click.echo(
-        f"{'':2}{'version':<9}{'published (UTC)':<27}{'test acc':>9}  {'layers':<16}"
-        f"{'epochs':<8}aliases"
+        f"{'':2}{'version':<9}{'published (UTC)':<27}{'test acc':>9}  {'arch':<6}"
+        f"{'layers':<{width}}{'epochs':<8}aliases"
     )
     for row in rows:
         accuracy = row["test_accuracy"]
         click.echo(
             f"{'*' if row['latest'] else ' ':2}{row['version']:<9}{row['published_at'] or '?':<27}"
-            f"{f'{accuracy:.2%}' if accuracy is not None else '?':>9}  "
-            f"{'-'.join(map(str, row['layer_sizes'] or [])):<16}{row['epochs'] or '?'!s:<8}"
+            f"{f'{accuracy:.2%}' if accuracy is not None else '?':>9}  {row['arch'] or '?':<6}"
+            f"{layers[row['version']]:<{width}}{row['epochs'] or '?'!s:<8}"
             f"{', '.join(row['aliases'])}".rstrip()
         )
     if not any(PRODUCTION in row["aliases"] for row in rows):
@@ -248,7 +257,8 @@ def _describe(
     version: str, location: str, manifest: dict[str, Any], metrics: dict[str, Any]
 ) -> list[str]:
     config = manifest.get("config", {})
-    network, training = config.get("network", {}), config.get("training", {})
+    training = config.get("training", {})
+    facts = network_facts(config.get("network"))
     data = manifest.get("data", {})
     git = manifest.get("git") or {}
     lines = [
@@ -256,8 +266,8 @@ def _describe(
         f"  checksums       verified ({len(manifest['files'])} files)",
         f"  published       {manifest.get('published_at')}",
         f"  test accuracy   {metrics.get('test_accuracy', float('nan')):.2%}",
-        f"  network         {'-'.join(map(str, network.get('layer_sizes', [])))} "
-        f"{network.get('activation', '')}",
+        f"  architecture    {facts['summary'] or '?'}",
+        f"  network         {facts['layers'] or '?'}",
         f"  training        {training.get('epochs')} epochs, batch {training.get('batch_size')}, "
         f"lr {training.get('learning_rate')}, seed {training.get('seed')}",
         f"  data            {data.get('source')}",

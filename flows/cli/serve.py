@@ -33,6 +33,7 @@ from flows.registry.promotion import POLICIES
 from flows.runtime.server import prefect_api_url, server_problem
 from flows.runtime.settings import configure_prefect, quiet_console
 from flows.training.run_config import RunConfig, resolve_run_config
+from netcore.config import ARCHS
 
 DEFAULT_CRON = "0 3 * * *"  # nightly, 03:00 UTC
 DEFAULT_PREDICT_CRON = "*/30 * * * *"
@@ -153,6 +154,11 @@ def describe(schedule: dict[str, Any]) -> str:
     help="TOML file with the training run's options (as for `digitflow train`).",
 )
 @click.option("--source", help="MNIST source for the scheduled runs (Hub id, folder or URL).")
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHS),
+    help="The network the scheduled runs train (as for digitflow train). [default mlp]",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs per scheduled run.")
 @click.option("--min-accuracy", type=float, help="Publish only at this test accuracy or better.")
 @click.option("--registry", help="Model registry the scheduled runs publish to.")
@@ -179,6 +185,7 @@ def serve_command(
     predict_interval: int | None,
     config_file: Path | None,
     source: str | None,
+    arch: str | None,
     epochs: int | None,
     min_accuracy: float | None,
     registry: str | None,
@@ -208,6 +215,7 @@ def serve_command(
     )
     flags = {
         "source": source,
+        "arch": arch,
         "epochs": epochs,
         "min_accuracy": min_accuracy,
         "registry": registry,
@@ -224,7 +232,7 @@ def serve_command(
     for deployment, schedule in zip(served, (train_schedule, predict_schedule), strict=False):
         click.echo(f"  {deployment.flow_name}/{deployment.name} {describe(schedule)}")
     click.echo(
-        f"  publishing to {run.registry} (--promote {run.promote}"
+        f"  training the {run.arch}, publishing to {run.registry} (--promote {run.promote}"
         + (", --force: every run trains" if force else ", unchanged runs skip")
         + ")"
         + (f", scoring {inbox} with {PRODUCTION}" if inbox else "")

@@ -14,6 +14,7 @@ import click
 
 from flows.cli.runner import run_flow_command
 from flows.registry.promotion import POLICIES
+from netcore.config import ARCHS
 
 EXIT_NOT_PUBLISHED = 3
 
@@ -35,6 +36,7 @@ def _hidden_sizes(_ctx: click.Context, _param: click.Parameter, value: str | Non
     epilog="""\b
 Examples:
   digitflow train
+  digitflow train --arch cnn                     # the convolutional network (README: netcore)
   DIGITFLOW_MNIST_SOURCE=../shared/data/mnist digitflow train --epochs 10 --json
   digitflow train --config train.toml --hidden 256,128 --registry s3://bucket/models
   digitflow train --epochs 1 --promote never     # publish, but leave production alone
@@ -48,8 +50,16 @@ Exit status: 0 published (promoted to production or not), 3 trained but below --
     help="MNIST source: Hub id, folder or fsspec URL. [env DIGITFLOW_MNIST_SOURCE; ylecun/mnist]",
 )
 @click.option("--revision", help="Hub dataset revision (branch, tag or commit).")
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHS),
+    help="The network and its training recipe: mlp (784-128-10) or cnn (convolutional; "
+    "slower, more accurate). [default mlp]",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training set.")
-@click.option("--hidden", callback=_hidden_sizes, help="Hidden layer widths, e.g. 128 or 256,128.")
+@click.option(
+    "--hidden", callback=_hidden_sizes, help="The MLP's hidden layer widths, e.g. 128 or 256,128."
+)
 @click.option("--seed", type=int, help="Seeds the weights, shuffles and augmentation.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per SGD step.")
 @click.option(
@@ -75,6 +85,8 @@ Exit status: 0 published (promoted to production or not), 3 trained but below --
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect's INFO logs on the console.")
 def train(config_file: str | None, as_json: bool, verbose: bool, **flags: Any) -> None:
     """Run the training pipeline: download, prepare, train, evaluate, publish."""
+    if flags["arch"] == "cnn" and flags["hidden"] is not None:
+        raise click.UsageError("--hidden sets the MLP's layers; --arch cnn has its own")
 
     def load() -> tuple[Any, dict[str, Any]]:
         from flows.training.flow import training_flow

@@ -4,6 +4,7 @@ of every file, so that any change after publishing is detected.
     write_manifest(folder, "v3", provenance)   # in a local folder being published
     manifest = verify("data/models/v3")         # every checksum, or RegistryError naming the file
     manifest = read_manifest("s3://bucket/models/v3")   # parsed, not verified
+    network_facts(manifest["config"]["network"])   # {"arch": "cnn", "layers": ..., ...}
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flows.registry.store import RegistryError, display, open_location, sha256_on
+from netcore.config import NetworkConfig
 from netcore.io import sha256_file
 from netcore.weights import CONFIG_FILE, WEIGHTS_FILE
 
@@ -86,3 +88,34 @@ def verify(location: str, shown_as: str | None = None) -> dict[str, Any]:
                 f"refusing to use this version"
             )
     return manifest
+
+
+ARCH_NAMES = {"mlp": "fully connected (MLP)", "cnn": "convolutional (CNN)"}
+
+
+def network_facts(network: dict[str, Any] | None) -> dict[str, Any]:
+    """What a manifest's (or config.json's) network config says about the architecture, for
+    listings, pages and model cards: {"arch" ("mlp" or "cnn"), "arch_name" (in words), "layers"
+    (NetworkConfig.describe(): "784-128-10 relu", "conv5x5x16-pool-...-10"), "parameters",
+    "flops_per_image" (one forward pass, netcore's count), "summary" (the last three in words)}.
+    Every value is None when there is no network config netcore can read (a version published
+    without one, or a damaged manifest)."""
+    unknown = dict.fromkeys(
+        ("arch", "arch_name", "layers", "parameters", "flops_per_image", "summary")
+    )
+    if not network:  # NetworkConfig's defaults would describe a network nobody published
+        return unknown
+    try:
+        config = NetworkConfig.from_dict(network)
+    except (TypeError, ValueError, AttributeError):
+        return unknown
+    arch_name = ARCH_NAMES.get(config.arch, config.arch)
+    parameters, flops = config.num_params(), config.flops_per_image()
+    return {
+        "arch": config.arch,
+        "arch_name": arch_name,
+        "layers": config.describe(),
+        "parameters": parameters,
+        "flops_per_image": flops,
+        "summary": f"{arch_name}, {parameters:,} parameters, {flops / 1e6:.2f} MFLOP per image",
+    }

@@ -51,7 +51,13 @@ from flows.registry.aliases import (
     check_alias_name,
     read_history,
 )
-from flows.registry.manifest import MANIFEST_FILE, read_manifest, verify, write_manifest
+from flows.registry.manifest import (
+    MANIFEST_FILE,
+    network_facts,
+    read_manifest,
+    verify,
+    write_manifest,
+)
 from flows.registry.store import (
     RegistryError,
     check_bucket,
@@ -63,9 +69,11 @@ from flows.registry.store import (
     storage_errors,
     write_whole,
 )
+from netcore.errors import ModelFileError
 from netcore.io import writing
+from netcore.mnist import IMAGE_SIDE, NUM_CLASSES
 from netcore.network import Network
-from netcore.weights import load_model
+from netcore.weights import CONFIG_FILE, load_model
 
 ALIAS = "latest"
 DEFAULT_ALIAS = PRODUCTION  # what a spec without @VERSION resolves to
@@ -141,6 +149,7 @@ def version_summaries(registry: str) -> list[dict[str, Any]]:
         location = display(fs, f"{root}/{version}")
         manifest = read_manifest(location)
         network = manifest.get("config", {}).get("network", {})
+        facts = network_facts(network)
         rows.append(
             {
                 "version": version,
@@ -148,6 +157,8 @@ def version_summaries(registry: str) -> list[dict[str, Any]]:
                 "aliases": aliases.get(version, []),
                 "published_at": manifest.get("published_at"),
                 "test_accuracy": manifest.get("test_accuracy"),
+                "arch": facts["arch"],
+                "layers": facts["layers"],
                 "layer_sizes": network.get("layer_sizes"),
                 "epochs": manifest.get("config", {}).get("training", {}).get("epochs"),
                 "location": location,
@@ -392,8 +403,20 @@ def _load(base: str, version: str | None) -> PublishedModel:
 
 
 def _load_verified(folder: str, location: str, alias: str | None) -> PublishedModel:
+    """Verify and load the version copied to `folder` (or living there); errors name files by
+    `location`, where the version is published."""
     manifest = verify(folder, shown_as=location)
-    network = load_model(folder)
+    try:
+        network = load_model(folder)  # every tensor and config field checked
+    except ModelFileError as error:
+        raise ModelFileError(error.path.replace(folder, location, 1), error.problem) from None
+    config = network.config
+    if (config.input_size, config.num_classes) != (IMAGE_SIDE * IMAGE_SIDE, NUM_CLASSES):
+        raise ModelFileError(
+            f"{location}/{CONFIG_FILE}",
+            f"a network of {config.input_size} inputs and {config.num_classes} classes is no "
+            f"digit classifier ({IMAGE_SIDE}x{IMAGE_SIDE} pixels in, {NUM_CLASSES} digits out)",
+        )
     metrics_path = Path(folder) / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     version = manifest.get("version", "?")

@@ -7,13 +7,15 @@ pixels (see the `*_SIZE` constants and `weights_grid_size`), so pages lay out pr
     confusion_heatmap(confusion, "confusion.png")     # row = true class, column = predicted
     confusion_difference(second_minus_first, "difference.png", "v2", "v3")   # two versions
     confident_mistakes(pixels, labels, probabilities, "mistakes.png")
-    first_layer_weights(network.weights[0], "weights.png")
+    first_layer_weights(network.weights[0], "weights.png")   # an MLP's (784, neurons)
+    first_conv_filters(network.weights[0], "filters.png")    # a CNN's (k, k, channels, filters)
     class_histogram(labels, "classes.png"); confidence_histogram(confidences, "confidence.png")
     image_grid(images, captions, "grid.png", title="...")
     model_figures(folder, history, test_pixels, test_labels, probabilities, first_layer)
 
-`model_figures` draws the set every published version carries (MODEL_FIGURES); the evaluate and
-publish stages call it, and `digitflow report` shows the result.
+`model_figures` draws the set every published version carries (MODEL_FIGURES: the first layer's
+picture is the weight tiles for an MLP, the filters for a CNN); the evaluate stage calls it, and
+`digitflow report` shows the result.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ GRID_TILE = 84  # pixels per 28x28 image (3 per pixel)
 WEIGHT_COLUMNS = 16
 WEIGHT_TILE = 60  # pixels per neuron in the weights grid
 WEIGHT_HEADER = 80  # pixels above the tiles for the title and the colour key
+FILTER_COLUMNS = 8  # a CNN's filters: fewer, smaller and bigger on the page
+FILTER_TILE = 120
 
 
 def _new_figure(size: tuple[int, int]) -> Figure:
@@ -241,10 +245,50 @@ def confident_mistakes(
     return image_grid(pixels[worst].reshape(len(worst), 28, 28), captions, path, title)
 
 
-def weights_grid_size(neurons: int) -> tuple[int, int]:
-    """Pixel size of `first_layer_weights` for a first layer of `neurons` hidden units."""
-    rows = math.ceil(neurons / WEIGHT_COLUMNS)
-    return WEIGHT_COLUMNS * WEIGHT_TILE, WEIGHT_HEADER + rows * WEIGHT_TILE
+def weights_grid_size(
+    tiles: int, columns: int = WEIGHT_COLUMNS, tile: int = WEIGHT_TILE
+) -> tuple[int, int]:
+    """Pixel size of `first_layer_weights` for a first layer of `tiles` hidden units."""
+    rows = math.ceil(tiles / columns)
+    return columns * tile, WEIGHT_HEADER + rows * tile
+
+
+def filters_grid_size(filters: int) -> tuple[int, int]:
+    """Pixel size of `first_conv_filters` for `filters` filters (times input channels)."""
+    return weights_grid_size(filters, FILTER_COLUMNS, FILTER_TILE)
+
+
+def _weight_tiles(
+    tiles: np.ndarray, path: str | Path, title: str, key: str, columns: int, tile_pixels: int
+) -> Path:
+    """Square weight tiles `(count, side, side)` in rows of `columns`, `tile_pixels` apart, red
+    positive and blue negative, each scaled to its own largest weight, under a title and a
+    colour key."""
+    count, side, _ = tiles.shape
+    # One mosaic image, each tile scaled to [-1, 1] and framed by a NaN (white) gap: drawn with
+    # one imshow at exactly 2 screen pixels per mosaic cell, it is fast and compresses well. A
+    # small tile (a 5x5 filter) is enlarged to fill its cell but for the gap.
+    cell = tile_pixels // 2
+    if side > cell - 2:
+        raise ValueError(f"weight tiles are drawn up to {cell - 2}x{cell - 2}, got {side}x{side}")
+    scale = (cell - 2) // side
+    rows = math.ceil(count / columns)
+    mosaic = np.full((rows * cell, columns * cell), np.nan)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, columns)
+        limit = max(float(np.abs(tile).max()), 1e-12)
+        big = np.kron(tile / limit, np.ones((scale, scale)))
+        top, left = row * cell, column * cell
+        mosaic[top : top + len(big), left : left + len(big)] = big
+    width, height = weights_grid_size(count, columns, tile_pixels)
+    figure = _new_figure((width, height))
+    axes = figure.add_axes((0, 0, 1, rows * tile_pixels / height))
+    axes.set_axis_off()
+    colours = colormaps["RdBu_r"].with_extremes(bad="white")
+    axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest", aspect="auto")
+    figure.text(0.5, 1 - 28 / height, title, ha="center", va="center", fontsize=14)
+    figure.text(0.5, 1 - 58 / height, key, ha="center", va="center", fontsize=10, color="dimgray")
+    return _save(figure, path)
 
 
 def first_layer_weights(weights: np.ndarray, path: str | Path) -> Path:
@@ -254,41 +298,37 @@ def first_layer_weights(weights: np.ndarray, path: str | Path) -> Path:
     if weights.ndim != 2 or weights.shape[0] != 784:
         raise ValueError(f"first-layer weights must be (784, neurons), got {weights.shape}")
     neurons = weights.shape[1]
-    rows = math.ceil(neurons / WEIGHT_COLUMNS)
-    # One mosaic image, each tile scaled to [-1, 1] and framed by a NaN (white) gap: drawn with
-    # one imshow at exactly 2 screen pixels per weight, it is fast and compresses well.
-    cell = WEIGHT_TILE // 2
-    mosaic = np.full((rows * cell, WEIGHT_COLUMNS * cell), np.nan)
-    for index in range(neurons):
-        tile = weights[:, index].reshape(28, 28)
-        row, column = divmod(index, WEIGHT_COLUMNS)
-        limit = max(float(np.abs(tile).max()), 1e-12)
-        mosaic[row * cell : row * cell + 28, column * cell : column * cell + 28] = tile / limit
-    width, height = weights_grid_size(neurons)
-    figure = _new_figure((width, height))
-    axes = figure.add_axes((0, 0, 1, rows * WEIGHT_TILE / height))
-    axes.set_axis_off()
-    colours = colormaps["RdBu_r"].with_extremes(bad="white")
-    axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest", aspect="auto")
-    figure.text(
-        0.5,
-        1 - 28 / height,
+    return _weight_tiles(
+        weights.T.reshape(neurons, 28, 28),
+        path,
         f"What the {neurons} hidden neurons look for",
-        ha="center",
-        va="center",
-        fontsize=14,
-    )
-    figure.text(
-        0.5,
-        1 - 58 / height,
         "first-layer weights as 28x28 images: red = ink here excites the neuron, "
         "blue = ink here inhibits it",
-        ha="center",
-        va="center",
-        fontsize=10,
-        color="dimgray",
+        WEIGHT_COLUMNS,
+        WEIGHT_TILE,
     )
-    return _save(figure, path)
+
+
+def first_conv_filters(weights: np.ndarray, path: str | Path) -> Path:
+    """A convolution's filters `(k, k, channels, filters)` (netcore's layout), one k x k tile per
+    filter and input channel: red where ink excites the filter, blue where it inhibits it (each
+    tile scaled to its own largest weight). For the first layer of a CNN on grayscale digits,
+    one tile per filter: the strokes and edges it responds to, wherever they are."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 4 or weights.shape[0] != weights.shape[1]:
+        raise ValueError(f"conv filters must be (k, k, channels, filters), got {weights.shape}")
+    kernel, _, channels, filters = weights.shape
+    tiles = weights.transpose(3, 2, 0, 1).reshape(filters * channels, kernel, kernel)
+    per_channel = f" x {channels} input channels" if channels > 1 else ""
+    return _weight_tiles(
+        tiles,
+        path,
+        f"What the {filters} filters of the first convolution look for{per_channel}",
+        f"{kernel}x{kernel} filter weights: red = ink here excites the filter, "
+        "blue = ink here inhibits it; each is slid over the whole image",
+        FILTER_COLUMNS,
+        FILTER_TILE,
+    )
 
 
 def class_histogram(labels: np.ndarray, path: str | Path, num_classes: int = 10) -> Path:
@@ -323,11 +363,18 @@ def confidence_histogram(confidences: np.ndarray, path: str | Path) -> Path:
 
 # The figures every published version carries, in its FIGURES_DIR (flows.paths): file name ->
 # caption, in the order pages show them.
+# A version carries one of the last two: the first layer of an MLP, or of a CNN.
 MODEL_FIGURES = {
     "training-curves.png": "Training curves: loss and accuracy per epoch",
     "confusion-matrix.png": "Confusion matrix on the test set",
     "confident-mistakes.png": "The test images it got wrong most confidently",
     "first-layer-weights.png": "What each hidden neuron looks for: the first layer's weights",
+    "first-layer-filters.png": "What each filter of the first convolution looks for",
+}
+# The picture of a first layer, by the number of axes of its weights, and how it is drawn.
+FIRST_LAYER_FIGURES = {
+    2: ("first-layer-weights.png", first_layer_weights),
+    4: ("first-layer-filters.png", first_conv_filters),
 }
 
 
@@ -340,19 +387,27 @@ def model_figures(
     first_layer: np.ndarray,
 ) -> list[tuple[str, Path]]:
     """Draw the MODEL_FIGURES of a trained network into `folder`; returns (caption, path) pairs.
-    `probabilities` are the network's `(n, classes)` outputs on the test images."""
+    `probabilities` are the network's `(n, classes)` outputs on the test images; `first_layer`
+    is its first layer's weights, drawn as neurons' weight tiles `(784, neurons)` (an MLP) or as
+    filters `(k, k, 1, filters)` (a CNN)."""
     folder = Path(folder)
     predicted = probabilities.argmax(axis=1)
     test_accuracy = float(np.mean(predicted == test_labels))
     confusion = confusion_matrix(test_labels, predicted, probabilities.shape[1])
-    curves, heatmap, mistakes, weights = (folder / name for name in MODEL_FIGURES)
-    paths = [
-        training_curves(history, curves, test_accuracy),
-        confusion_heatmap(confusion, heatmap),
-        confident_mistakes(test_pixels, test_labels, probabilities, mistakes),
-        first_layer_weights(first_layer, weights),
-    ]
-    return list(zip(MODEL_FIGURES.values(), paths, strict=True))
+    if np.ndim(first_layer) not in FIRST_LAYER_FIGURES:
+        raise ValueError(f"no picture for first-layer weights of shape {np.shape(first_layer)}")
+    first_name, draw_first = FIRST_LAYER_FIGURES[np.ndim(first_layer)]
+    drawn = {
+        "training-curves.png": training_curves(
+            history, folder / "training-curves.png", test_accuracy
+        ),
+        "confusion-matrix.png": confusion_heatmap(confusion, folder / "confusion-matrix.png"),
+        "confident-mistakes.png": confident_mistakes(
+            test_pixels, test_labels, probabilities, folder / "confident-mistakes.png"
+        ),
+        first_name: draw_first(first_layer, folder / first_name),
+    }
+    return [(MODEL_FIGURES[name], path) for name, path in drawn.items()]
 
 
 def existing_figures(folder: str | Path) -> list[tuple[str, Path]]:

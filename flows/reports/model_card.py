@@ -9,11 +9,15 @@ and how to load it. Figures, when the version has any, are embedded by relative 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from flows.registry.manifest import network_facts
 from flows.reports.comparison import champion_markdown
 from flows.reports.evaluation import evaluation_markdown, per_class_rows
 from flows.reports.markdown import table
+from netcore.config import NetworkConfig
+from netcore.layers import build_layers
 
 FILES = {
     "model.safetensors": "the weights, one named tensor per layer (safetensors: no pickle)",
@@ -36,10 +40,24 @@ LIMITATIONS = """\
   untested, and accuracy on them will be lower than the test figure above.
 - It always answers one of 0-9: there is no "not a digit" class, and it can be confidently wrong
   on letters, blank scans or noise. The probabilities are not calibrated.
-- A fully connected network: it does not know that neighbouring pixels belong together, so large
-  shifts, rotations and unusually thick or thin strokes hurt (training used shifts of a pixel).
+- {architecture}
 - Not evaluated for fairness or robustness to adversarial input; do not use it for decisions
   about people."""
+
+# What each architecture's own limits are (the third point of LIMITATIONS), and what it is called.
+ARCHITECTURE_LIMITS = {
+    "mlp": """\
+A fully connected network: it does not know that neighbouring pixels belong together, so large
+  shifts, rotations and unusually thick or thin strokes hurt (training used shifts of a pixel).""",
+    "cnn": """\
+A small convolutional network: its filters find strokes wherever they are, and it was trained
+  on shifted, rotated, zoomed, sheared, thinner and thicker copies of the digits, so it copes with
+  those better than a fully connected network (digits drawn in a paint program, rendered from
+  fonts, scanned or photographed: digitflow's docs/benchmarks.md, measured for the recipe, not
+  for this version). It still needs one digit per image, prepared as MNIST was: it does not find
+  digits in a larger picture.""",
+}
+NETWORK_NOUN = {"mlp": "fully connected network", "cnn": "convolutional network"}
 
 
 def model_card(
@@ -50,7 +68,7 @@ def model_card(
 ) -> str:
     config = provenance["config"]
     network, training = config["network"], config["training"]
-    layers = "-".join(str(n) for n in network["layer_sizes"])
+    facts = network_facts(network)
     data = provenance["data"]
     run = provenance.get("flow_run") or {}
     accuracy = metrics["test_accuracy"]
@@ -59,7 +77,9 @@ def model_card(
     sections = [
         f"# digitflow MNIST digit classifier, {version}",
         "",
-        f"A fully connected network ({layers}, {network['activation']}) written from scratch in "
+        f"A {NETWORK_NOUN.get(facts['arch'], 'network')} ({facts['layers']}: "
+        f"{facts['parameters']:,} parameters, {facts['flops_per_image'] / 1e6:.2f} MFLOP per "
+        "image) written from scratch in "
         f"NumPy and trained by the digitflow pipeline. **Test accuracy {accuracy:.2%}** on the "
         f"{metrics['test_examples']:,} MNIST test images. Trained "
         f"{provenance['timestamps']['finished_training']} by Prefect flow run "
@@ -98,11 +118,16 @@ def model_card(
         "",
         "## Limitations",
         "",
-        LIMITATIONS,
+        LIMITATIONS.format(architecture=ARCHITECTURE_LIMITS.get(facts["arch"], "")),
+        "",
+        "## Architecture",
+        "",
+        table(["layer", "output shape", "parameters"], layer_rows(network)),
         "",
         "## Configuration",
         "",
-        table(["network", "value"], network.items()),
+        # The layer specs are in the table above.
+        table(["network", "value"], [(k, v) for k, v in network.items() if k != "layers"]),
         "",
         table(["training", "value"], training.items()),
         "",
@@ -139,3 +164,23 @@ def model_card(
         "",
     ]
     return "\n".join(sections)
+
+
+def layer_rows(network: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """One row per layer of a network config: the spec in words, the shape of one example's
+    output, its parameter count."""
+    config = NetworkConfig.from_dict(network)
+    rows = [("input", " x ".join(map(str, config.example_shape)), "")]
+    layers = build_layers(config.layer_specs(), config.example_shape)
+    for spec, layer in zip(config.layer_specs(), layers, strict=True):
+        settings = ", ".join(f"{key} {value}" for key, value in spec.items() if key != "type")
+        count = sum(math.prod(shape) for shape in layer.param_shapes.values())
+        shape = " x ".join(map(str, layer.output_shape))
+        rows.append(
+            (
+                f"{spec['type']} ({settings})" if settings else spec["type"],
+                shape,
+                f"{count:,}" if count else "",
+            )
+        )
+    return rows

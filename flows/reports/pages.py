@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from flows.paths import FIGURES_DIR, METRICS_FILE
 from flows.predict.output import listed_names, read_predictions
-from flows.registry.manifest import verify
+from flows.registry.manifest import network_facts, verify
 from flows.registry.store import RegistryError
 from flows.registry.versions import DEFAULT_ALIAS, resolve, split_spec
 from flows.reports import figures
@@ -135,16 +135,14 @@ def version_page(folder: Path, location: str, manifest: dict[str, Any]) -> str:
         raise RegistryError(f"{location}/{METRICS_FILE}: missing; the report needs the metrics")
     metrics = json.loads((folder / METRICS_FILE).read_text())
     training = metrics.get("training", {})
-    network = manifest.get("config", {}).get("network", {})
+    facts = network_facts(manifest.get("config", {}).get("network"))
     flow_run = manifest.get("flow_run") or {}
     summary = [
         ("test accuracy", _percent(metrics.get("test_accuracy"))),
         ("test loss", f"{metrics.get('test_loss', float('nan')):.4f}"),
         ("test images", metrics.get("test_examples", "?")),
-        (
-            "network",
-            f"{'-'.join(map(str, network.get('layer_sizes', [])))} {network.get('activation', '')}",
-        ),
+        ("architecture", facts["summary"] or "?"),
+        ("network", facts["layers"] or "?"),
         (
             "epochs",
             f"{training.get('epochs', '?')} (weights of epoch {training.get('best_epoch', '?')})",

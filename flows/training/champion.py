@@ -1,7 +1,7 @@
 """Champion and challenger: whether a newly trained version should replace `production`, and
 whether a scheduled run has anything new to learn at all.
 
-    same = unchanged_version(registry, fingerprint, [128], "relu", training)   # or None
+    same = unchanged_version(registry, fingerprint, "mlp", [128], "relu", training)   # or None
     record = compare_with_champion(prepared, RunFolder.of(key), registry, "if-not-worse")
     promotion = promote_run(registry, "v4", record, flow_run_id)   # after publishing
     pixels, labels, described = test_set()        # for `digitflow models compare`
@@ -31,8 +31,8 @@ from flows.registry.versions import PublishedModel, list_versions, load_publishe
 from flows.reports.comparison import compare_versions
 from flows.training.download import DownloadError, mnist_source, source_kind, split_files
 from flows.training.prepare import load_split
-from flows.training.run_config import default_hidden
-from netcore.config import TrainConfig
+from flows.training.run_config import requested_configs
+from netcore.config import NetworkConfig, TrainConfig
 from netcore.io import write_json
 from netcore.mnist import read_parquet
 from netcore.network import Network
@@ -121,38 +121,42 @@ def promote_run(
 def unchanged_version(
     registry: str,
     fingerprint: str,
+    arch: str,
     hidden: list[int] | None,
-    activation: str,
+    activation: str | None,
     training: dict[str, Any] | None,
 ) -> dict[str, str] | None:
     """The version (production's, else latest's) trained on the same data (`fingerprint`) with
-    the same whole configuration, as {"version", "alias"}; None when there is none, so training
-    has something new to learn. Seeded training is deterministic: a rerun would publish the same
-    weights again."""
+    the same whole configuration (the architecture, its layers and every training field, as
+    flows/training/run_config.requested_configs makes them), as {"version", "alias"}; None when
+    there is none, so training has something new to learn. Seeded training is deterministic: a
+    rerun would publish the same weights again."""
     if not list_versions(registry):
         return None
-    wanted = {
-        "layer_sizes": [784, *(hidden or default_hidden()), 10],
-        "activation": activation,
-        "training": _as_json(TrainConfig.from_dict(training or {}).to_dict()),
-    }
+    network, train_config = requested_configs(arch, hidden, activation, training)
+    wanted = _comparable({"network": network.to_dict(), "training": train_config.to_dict()})
     for alias in (PRODUCTION, LATEST):
         manifest = read_manifest(resolve(registry, alias))
-        config = manifest.get("config") or {}
-        network = config.get("network") or {}
-        found = {
-            "layer_sizes": network.get("layer_sizes"),
-            "activation": network.get("activation"),
-            "training": _as_json(config.get("training")),
-        }
-        if (manifest.get("data") or {}).get("fingerprint") == fingerprint and found == wanted:
+        found = _comparable(manifest.get("config") or {})
+        same_data = (manifest.get("data") or {}).get("fingerprint") == fingerprint
+        if same_data and found is not None and found == wanted:
             return {"version": manifest.get("version", "?"), "alias": alias}
     return None
 
 
-def _as_json(value: Any) -> Any:
-    """`value` as JSON reads it back (tuples become lists), for comparing with a manifest."""
-    return json.loads(json.dumps(value))
+def _comparable(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A manifest's {"network", "training"} as complete configurations (fields added to netcore
+    since it was published read as their defaults, which is what it was trained with), without
+    the input scaling (measured from the data, which the fingerprint covers); None when it is
+    not a configuration netcore can read."""
+    try:
+        network = NetworkConfig.from_dict(config["network"]).to_dict()
+        training = TrainConfig.from_dict(config["training"]).to_dict()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    for scaling in ("pixel_mean", "pixel_std"):
+        network.pop(scaling)
+    return json.loads(json.dumps({"network": network, "training": training}))
 
 
 def test_set(source: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:

@@ -234,8 +234,9 @@ def publish_task(
 def training_flow(
     source: str | None = None,
     revision: str | None = None,
+    arch: str = "mlp",
     hidden: list[int] | None = None,
-    activation: str = "relu",
+    activation: str | None = None,
     training: dict[str, Any] | None = None,
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
     registry: str | None = None,
@@ -248,10 +249,13 @@ def training_flow(
     the current production version. With `skip_unchanged`, stop at once when production (or
     latest) was trained on the same data with the same configuration.
 
+    `arch` (mlp or cnn) picks netcore's recipe: its network (the MLP's `hidden` widths and
+    `activation` may change it) and its training configuration, whose fields `training` changes.
+
     Defaults: source $DIGITFLOW_MNIST_SOURCE or ylecun/mnist; registry DIGITFLOW_HOME/models;
-    netcore's default network and training configuration; full-MNIST row counts."""
+    the MLP 784-128-10 relu and its training configuration; full-MNIST row counts."""
     run = TrainingRun.begin(source, revision, registry, min_accuracy, expected_rows, promote)
-    requested = {"hidden": hidden, "activation": activation, "training": training}
+    requested = {"arch": arch, "hidden": hidden, "activation": activation, "training": training}
     if skip_unchanged and (same := unchanged_task(run.registry, run.fingerprint, requested)):
         return run.skipped(same, flow_run.get_id())
     with run.stage("download"):

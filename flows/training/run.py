@@ -5,7 +5,7 @@ bookkeeping out of the flow's body.
     run = TrainingRun.begin(source, revision, registry, min_accuracy, expected_rows, promote)
     with run.stage("download"):
         raw = ...                                   # the stage; its wall time is recorded
-    folder = run.configure(prepared, hidden, activation, training)   # the run folder
+    folder = run.configure(prepared, arch, hidden, activation, training)   # the run folder
     provenance = run.provenance(raw, prepared, trained, test_accuracy, flow_run_id, name)
     summary = run.summary(raw, prepared, trained, evaluated, compared, published, folder)
     summary = run.skipped(same, flow_run_id)   # a scheduled run with nothing new to learn
@@ -28,7 +28,7 @@ from flows.registry.provenance import git_state, package_versions, utc_now
 from flows.reports.comparison import skipped_text
 from flows.runtime.api_watch import stop_if_lost
 from flows.training.download import FULL_MNIST_ROWS, mnist_source, source_fingerprint
-from flows.training.run_config import default_hidden
+from flows.training.run_config import requested_configs
 from flows.training.train import RERUN
 from netcore.config import NetworkConfig, TrainConfig
 from netcore.io import stable_hash
@@ -100,18 +100,16 @@ class TrainingRun:
     def configure(
         self,
         prepared: dict[str, Any],
+        arch: str,
         hidden: list[int] | None,
-        activation: str,
+        activation: str | None,
         training: dict[str, Any] | None,
     ) -> RunFolder:
-        """The network and training configurations (the input scaling measured by prepare), and
-        the run folder they name."""
-        self.training = TrainConfig.from_dict(training or {})
-        self.network = NetworkConfig(
-            layer_sizes=[784, *(hidden or default_hidden()), 10],
-            activation=activation,
-            pixel_mean=prepared["pixel_mean"],
-            pixel_std=prepared["pixel_std"],
+        """The network and training configurations (the recipe of `arch` with the changes asked
+        for, flows/training/run_config.requested_configs, and the input scaling measured by
+        prepare), and the run folder they name."""
+        self.network, self.training = requested_configs(
+            arch, hidden, activation, training, prepared["pixel_mean"], prepared["pixel_std"]
         )
         return RunFolder.of(run_key(self.network, self.training, prepared))
 
@@ -228,6 +226,7 @@ class TrainingRun:
         comparison = compared["comparison"] or {}
         return {
             "skipped": False,
+            "arch": self.network.arch,
             "version": published["version"],
             "published": published["published"],
             "promoted": published["promoted"],

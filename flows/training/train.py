@@ -7,16 +7,24 @@ netcore's trainer does the work; this puts it in the run folder (the checkpoint 
 epoch, from which a rerun of the same run resumes; the model; the per-epoch history), logs each
 epoch through `log`, draws a progress bar on a terminal, and stops after an epoch's checkpoint
 if the CLI's Prefect API stopped answering (flows/runtime/api_watch.py).
+
+With `threads` > 1 (the CNN recipe) netcore splits every batch across that many threads, each
+meant to run a single-threaded BLAS (netcore/parallel.py); OpenBLAS's thread count is the
+process's, so it is held at one while they train, whatever OPENBLAS_NUM_THREADS says (a Prefect
+worker does not set it: OpenBLAS then starts a thread per core, and two netcore threads each
+driving two BLAS threads made an epoch 4-18 times slower here).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from flows.paths import RunFolder
 from flows.registry.provenance import utc_now
@@ -55,8 +63,12 @@ def train_model(
             # The epoch's checkpoint is on disk: a safe place to stop if the CLI lost its API.
             stop_if_lost(f"the checkpoint of epoch {stats.epoch} is kept: {RERUN}")
 
+        one_blas_thread = threadpool_limits(1, "blas") if config.threads > 1 else nullcontext()
         started = time.perf_counter()
-        result = train(network, pixels, labels, config, on_epoch, checkpoint_path=run.checkpoint)
+        with one_blas_thread:
+            result = train(
+                network, pixels, labels, config, on_epoch, checkpoint_path=run.checkpoint
+            )
         seconds = time.perf_counter() - started
         if result.resumed_from_epoch:
             bar.update(result.resumed_from_epoch)

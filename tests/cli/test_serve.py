@@ -10,6 +10,7 @@ both flows for a process and a docker pool; a process worker runs the training d
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ import pytest
 from flows.cli.serve import server_problem
 from flows.registry.versions import list_versions, load_published
 from flows.training.run_config import resolve_run_config
+from netcore.config import TrainConfig
 from tests.conftest import TEST_FILE
 
 BIN = Path(sys.executable).parent
@@ -109,6 +111,24 @@ def test_serve_refuses_a_bad_cron_expression(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "'every night' is not a cron expression" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_config_file_with_the_cnn_schedules_cnn_runs(tmp_path: Path) -> None:
+    from flows.cli.serve import deployments
+
+    config = tmp_path / "train.toml"
+    config.write_text('[network]\narch = "cnn"\n[training]\nepochs = 3\n')
+    run = resolve_run_config({}, config)
+    every_minute = {"interval": datetime.timedelta(seconds=60)}
+    (training,) = deployments(every_minute, {}, run, inbox=None)
+    parameters = training.parameters
+    assert (parameters["arch"], parameters["hidden"], parameters["activation"]) == (
+        "cnn",
+        None,
+        None,
+    )
+    assert parameters["training"] == TrainConfig.cnn(epochs=3).to_dict()
+    assert parameters["skip_unchanged"] is True
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float, *processes: subprocess.Popen):

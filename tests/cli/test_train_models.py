@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from flows.cli.main import main
 from flows.registry.versions import publish
 from flows.runtime import console
-from flows.training.run_config import ConfigError, resolve_run_config
+from flows.training.run_config import ConfigError, requested_configs, resolve_run_config
+from netcore.config import NetworkConfig, TrainConfig
 from tests.builders import card, make_payload
 
 DIGITFLOW = str(Path(sys.executable).parent / "digitflow")
@@ -84,6 +85,10 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(invoke("train", "--epochs", "0"), "0 is not in the range x>=1")
     assert_one_line_error(invoke("train", "--hidden", "12,x"), "expected widths like")
     assert_one_line_error(invoke("nonsense"), "No such command 'nonsense'")
+    assert_one_line_error(invoke("train", "--arch", "rnn"), "'rnn' is not one of 'mlp', 'cnn'")
+    contradiction = digitflow("train", "--arch", "cnn", "--hidden", "64")
+    assert contradiction.returncode == 2
+    assert_one_line_error(contradiction, "--hidden sets the MLP's layers; --arch cnn has its own")
 
 
 def test_bad_config_file_is_one_line(tmp_path: Path) -> None:
@@ -176,6 +181,15 @@ def test_flags_beat_environment_beat_file_beat_defaults(
         ("[training]\nepochs = 'ten'\n", "[training] epochs must be int, got 'ten'"),
         ("[training]\nnesterov = 1\n", "[training] nesterov must be bool, got 1"),
         ('[network]\nactivation = "swish"\n', "unknown activation 'swish'"),
+        ('[network]\narch = "rnn"\n', "arch must be one of mlp, cnn, got 'rnn'"),
+        (
+            '[network]\narch = "cnn"\nhidden = [64]\n',
+            "[network] hidden describes the MLP, but [network] arch is cnn, which has its own",
+        ),
+        (
+            '[network]\narch = "cnn"\nactivation = "tanh"\n',
+            "[network] activation describes the MLP, but [network] arch is cnn",
+        ),
         ("[publish]\nmin_accuracy = 97\n", "min_accuracy must be between 0 and 1"),
     ],
 )
@@ -185,6 +199,59 @@ def test_config_errors_name_the_file(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(ConfigError, match=r"^" + str(config).replace(".", r"\.")) as error:
         resolve_run_config({}, config)
     assert message in str(error.value)
+
+
+def test_arch_picks_the_recipe_that_the_file_and_flags_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIGITFLOW_BLAS_THREADS", raising=False)
+    default = resolve_run_config({})
+    assert default.arch == "mlp" and default.training == TrainConfig()
+    assert (default.hidden, default.activation) == ([128], "relu")
+    assert default.flow_parameters()["arch"] == "mlp"
+
+    # --arch cnn --epochs 3: three epochs of the CNN recipe, every other field the recipe's.
+    cnn = resolve_run_config({"arch": "cnn", "epochs": 3})
+    assert cnn.training == TrainConfig.cnn(epochs=3)
+    assert (cnn.arch, cnn.hidden, cnn.activation) == ("cnn", None, None)
+    parameters = cnn.flow_parameters()
+    assert (parameters["arch"], parameters["hidden"], parameters["activation"]) == (
+        "cnn",
+        None,
+        None,
+    )
+    assert parameters["training"] == TrainConfig.cnn(epochs=3).to_dict()
+
+    config = tmp_path / "train.toml"
+    config.write_text('[network]\narch = "cnn"\n[training]\nepochs = 5\nthreads = 1\n')
+    from_file = resolve_run_config({}, config)
+    assert from_file.arch == "cnn" and from_file.training == TrainConfig.cnn(epochs=5, threads=1)
+    assert resolve_run_config({"arch": "mlp"}, config).training == TrainConfig(epochs=5, threads=1)
+    with pytest.raises(
+        ConfigError, match=r"--hidden describes the MLP, but \[network\] arch is cnn"
+    ):
+        resolve_run_config({"hidden": [64]}, config)
+
+    # DIGITFLOW_BLAS_THREADS: the CNN's threads (over the file's), never the MLP's.
+    monkeypatch.setenv("DIGITFLOW_BLAS_THREADS", "3")
+    assert resolve_run_config({}, config).training.threads == 3
+    assert resolve_run_config({"arch": "mlp"}).training.threads == 1
+    monkeypatch.setenv("DIGITFLOW_BLAS_THREADS", "two")
+    with pytest.raises(ConfigError, match="DIGITFLOW_BLAS_THREADS must be a whole number"):
+        resolve_run_config({}, config)
+
+
+def test_requested_configs_are_the_recipes_with_the_changes_asked_for() -> None:
+    network, training = requested_configs("cnn", training={"epochs": 2}, pixel_mean=0.2)
+    assert network == NetworkConfig.cnn(pixel_mean=0.2) and training == TrainConfig.cnn(epochs=2)
+    network, training = requested_configs("mlp", [64, 32], "tanh", {"seed": 4})
+    assert network.layer_sizes == [784, 64, 32, 10] and network.activation == "tanh"
+    assert training == TrainConfig(seed=4)
+    assert requested_configs() == (NetworkConfig(), TrainConfig())
+    with pytest.raises(ConfigError, match="arch cnn has its own layers"):
+        requested_configs("cnn", [64])
+    with pytest.raises(ConfigError, match="unknown architecture 'rnn'"):
+        requested_configs("rnn")
 
 
 # ---- train ----------------------------------------------------------------------------------

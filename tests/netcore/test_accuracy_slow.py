@@ -1,6 +1,8 @@
-"""Accuracy on the full real MNIST: what `digitflow train` does with no options must hold up.
+"""Accuracy on the full real MNIST: what `digitflow train` does with no options must hold up,
+and so must the CNN recipe (`--arch cnn`).
 
-Slow (about a minute each): `make test-all`, or CI. The timing targets live in `make bench`.
+Slow (about a minute each, a few for the CNN): `make test-all`, or CI. The timing targets live in
+`make bench`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from netcore import Network, NetworkConfig, TrainConfig, train
+from netcore.config import recipe
 from netcore.metrics import accuracy
 from netcore.mnist import read_parquet
 from netcore.preprocess import normalize, pixel_statistics
@@ -40,3 +43,11 @@ def test_default_configuration_reaches_98_5_percent(mnist):
 def test_without_augmentation_reaches_98_3_percent(mnist):
     config = TrainConfig(augment_shift=0, augment_distortions=0)
     assert _test_accuracy(mnist, config) >= 0.983
+
+
+def test_cnn_recipe_reaches_99_3_percent(mnist):
+    (pixels, labels), (test_pixels, test_labels) = mnist
+    network_config, config = recipe("cnn", *pixel_statistics(pixels))
+    net = Network(network_config, np.random.default_rng(config.seed))
+    train(net, pixels, labels, config)
+    assert accuracy(test_labels, net.predict(normalize(test_pixels, net.config))) >= 0.993

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netcore import Network, NetworkConfig, TrainConfig, TrainingDiverged, save_model, train
-from netcore.augment import EpochBuilder, distorted_copy
+from netcore.augment import EpochBuilder, change_stroke_width, distorted_copy
 from netcore.errors import ModelFileError
 from netcore.mnist import read_parquet
 from netcore.schedules import learning_rate
@@ -168,3 +169,124 @@ def test_warmup_ramps_linearly_then_follows_cosine():
     assert learning_rate(1.0, config) == pytest.approx(0.1)
     assert learning_rate(2.0, config) == pytest.approx(0.2)
     assert learning_rate(7.0, config) == pytest.approx(0.1)
+
+
+# A small CNN with every layer type, quick enough on the 2,000-image subset.
+SMALL_CNN = [
+    {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
+    {"type": "maxpool2d"},
+    {"type": "relu"},
+    {"type": "conv2d", "filters": 8, "kernel": 3, "padding": "valid"},
+    {"type": "maxpool2d"},
+    {"type": "relu"},
+    {"type": "flatten"},
+    {"type": "dense", "units": 32},
+    {"type": "relu"},
+    {"type": "dropout", "rate": 0.25},
+    {"type": "dense", "units": 10},
+]
+
+
+def _fit_cnn(pixels, labels, config, **kwargs) -> tuple[Network, object]:
+    net = Network(NetworkConfig(layers=SMALL_CNN), np.random.default_rng(config.seed))
+    return net, train(net, pixels, labels, config, **kwargs)
+
+
+def _cnn_config(**changes) -> TrainConfig:
+    values = {
+        "epochs": 3,
+        "learning_rate": 0.05,
+        "nesterov": True,
+        "schedule": "onecycle",
+        "warmup_epochs": 1,
+        "augment_distortions": 1,
+        "stroke_width": 0.5,
+        "seed": 7,
+    }
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnn_same_seed_gives_bit_identical_weight_files(small_train, tmp_path, threads):
+    a, _ = _fit_cnn(*small_train, _cnn_config(threads=threads))
+    b, _ = _fit_cnn(*small_train, _cnn_config(threads=threads))
+    c, _ = _fit_cnn(*small_train, _cnn_config(seed=8, threads=threads))
+    assert _weights_sha256(a, tmp_path / "a") == _weights_sha256(b, tmp_path / "b")
+    assert _weights_sha256(a, tmp_path / "a") != _weights_sha256(c, tmp_path / "c")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnn_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path, threads):
+    config = _cnn_config(epochs=4, validation_fraction=0.1, threads=threads)
+    uninterrupted, full = _fit_cnn(*small_train, config)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(stats):
+        if stats.epoch == 2:
+            raise Crash
+
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    with pytest.raises(Crash):
+        _fit_cnn(*small_train, config, on_epoch=crash_after_two, checkpoint_path=checkpoint)
+    resumed, result = _fit_cnn(*small_train, config, checkpoint_path=checkpoint)
+
+    assert result.resumed_from_epoch == 2
+    assert [h.loss for h in result.history] == [h.loss for h in full.history]
+    resumed_sha = _weights_sha256(resumed, tmp_path / "r")
+    assert resumed_sha == _weights_sha256(uninterrupted, tmp_path / "u")
+
+
+def test_cnn_learns(small_train):
+    seen = []
+    _fit_cnn(*small_train, _cnn_config(epochs=5, validation_fraction=0.2), on_epoch=seen.append)
+    assert seen[-1].loss < seen[0].loss
+    assert seen[-1].validation_accuracy > 0.85
+
+
+def test_onecycle_rises_along_a_cosine_from_a_25th_then_anneals():
+    config = TrainConfig(epochs=10, learning_rate=0.1, schedule="onecycle", warmup_epochs=3)
+    assert learning_rate(0.0, config) == pytest.approx(0.004)
+    assert learning_rate(1.5, config) == pytest.approx(0.004 + 0.096 / 2)
+    assert learning_rate(3.0, config) == pytest.approx(0.1)
+    assert learning_rate(6.5, config) == pytest.approx(0.05)
+    assert learning_rate(10.0, config) == pytest.approx(0.0, abs=1e-12)
+    rates = [learning_rate(e / 10, config) for e in range(101)]
+    peak = rates.index(max(rates))
+    assert all(a <= b for a, b in itertools.pairwise(rates[: peak + 1]))
+    assert all(a >= b for a, b in itertools.pairwise(rates[peak:]))
+
+
+def test_stroke_width_changes_by_hand():
+    image = np.zeros((1, 7, 7), np.uint8)
+    image[0, 1:6, 3] = 200  # a vertical stroke one pixel wide
+    thick = change_stroke_width(image, np.array([1.0]))[0]
+    np.testing.assert_array_equal(thick[1:6, 2:5], 200)  # three pixels wide now
+    assert thick[0, 3] == thick[6, 3] == 200  # and a pixel longer at each end
+    assert thick.sum() == 200 * (5 * 3 + 2)
+    bar = np.zeros((1, 7, 7), np.uint8)
+    bar[0, 1:6, 2:5] = 100  # a bar three pixels wide
+    thin = change_stroke_width(bar, np.array([-1.0]))[0]
+    assert thin.sum() == 100 * 3 and thin[2:5, 3].tolist() == [100, 100, 100]
+    half = change_stroke_width(image, np.array([0.5]))[0]
+    assert half[3, 2] == 100 and half[3, 3] == 200  # edges halfway, the stroke unchanged
+    np.testing.assert_array_equal(change_stroke_width(image, np.array([0.0])), image)
+
+
+def test_stroke_width_augmentation_keeps_geometry_and_is_reproducible(small_train):
+    images = small_train[0][:400]
+    plain = distorted_copy(images, np.random.default_rng(5), 10.0, 0.1, 0.2)
+    barely = distorted_copy(images, np.random.default_rng(5), 10.0, 0.1, 0.2, max_stroke=1e-9)
+    np.testing.assert_array_equal(plain, barely)  # the stroke draws come after the geometry
+    a = distorted_copy(images, np.random.default_rng(5), 10.0, 0.1, 0.2, 1, max_stroke=0.8)
+    b = distorted_copy(images, np.random.default_rng(5), 10.0, 0.1, 0.2, 2, max_stroke=0.8)
+    np.testing.assert_array_equal(a, b)
+    ink_change = a.reshape(400, -1).sum(axis=1) / plain.reshape(400, -1).sum(axis=1)
+    assert ink_change.min() < 0.8 and ink_change.max() > 1.3  # both thinner and thicker
+    assert np.mean(ink_change > 1) == pytest.approx(0.5, abs=0.1)
+
+
+def test_cnn_divergence_in_two_threads_stops_with_a_clear_error(small_train):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1.*lower learning rate"):
+        _fit_cnn(*small_train, _cnn_config(learning_rate=1e5, schedule="constant", threads=2))

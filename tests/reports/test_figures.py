@@ -151,20 +151,57 @@ def test_image_grid_draws_ink_dark_on_paper(tmp_path: Path) -> None:
     assert tile[2 * scale, 2 * scale] > 225  # the background: white paper
 
 
+def evaluation(trained: dict) -> tuple:
+    """What model_figures draws from besides the first layer: history, test set, probabilities."""
+    return trained["history"], trained["pixels"], trained["labels"], trained["probabilities"]
+
+
 def test_model_figures_draws_the_version_set(trained: dict, tmp_path: Path) -> None:
-    drawn = figures.model_figures(
-        tmp_path / "figures",
-        trained["history"],
-        trained["pixels"],
-        trained["labels"],
-        trained["probabilities"],
-        trained["network"].weights[0],
-    )
-    assert [caption for caption, _ in drawn] == list(figures.MODEL_FIGURES.values())
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(figures.MODEL_FIGURES)
+    first_layer = trained["network"].weights[0]
+    drawn = figures.model_figures(tmp_path / "figures", *evaluation(trained), first_layer)
+    # An MLP's set: every MODEL_FIGURES picture but a CNN's filters.
+    mlp_set = [name for name in figures.MODEL_FIGURES if name != "first-layer-filters.png"]
+    assert [caption for caption, _ in drawn] == [figures.MODEL_FIGURES[n] for n in mlp_set]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(mlp_set)
     sizes = [figures.CURVES_SIZE, figures.CONFUSION_SIZE, figures.GRID_SIZE, (960, 560)]
     for (_, path), size in zip(drawn, sizes, strict=True):
         assert_png(path, size)
     assert figures.existing_figures(tmp_path / "figures") == drawn
     (tmp_path / "figures" / "confusion-matrix.png").unlink()
     assert len(figures.existing_figures(tmp_path / "figures")) == 3
+
+
+def test_first_conv_filters_draws_each_filter_where_its_weights_are(tmp_path: Path) -> None:
+    filters = np.zeros((5, 5, 1, 16))
+    filters[0, 0, 0, 0] = 1.0  # filter 0: excited by ink at its top-left corner only
+    filters[4, 4, 0, 1] = -1.0  # filter 1: inhibited at its bottom-right corner
+    filters[..., 2:] = np.random.default_rng(0).standard_normal((5, 5, 1, 14))
+    path = figures.first_conv_filters(filters, tmp_path / "filters.png")
+    assert figures.filters_grid_size(16) == (960, 320)  # two rows of eight
+    assert_png(path, (960, 320))
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    # Each 5x5 filter is enlarged 11 times into its mosaic cell of FILTER_TILE // 2 = 60 values,
+    # two screen pixels per value: a filter weight is a 22x22 pixel square.
+    top = figures.WEIGHT_HEADER
+
+    def colour(filter_index: int, row: int, column: int) -> np.ndarray:
+        left = filter_index * figures.FILTER_TILE
+        return rgb[top + row * 22 + 11, left + column * 22 + 11]
+
+    red, green, blue = colour(0, 0, 0)
+    assert red > 100 and blue < 60 and green < 60  # strongly positive: red
+    red, green, blue = colour(1, 4, 4)
+    assert blue > 60 and red < 30  # strongly negative: blue
+    assert (colour(0, 2, 2) > 240).all()  # zero: white
+    with pytest.raises(ValueError, match="k, k, channels, filters"):
+        figures.first_conv_filters(filters[0], tmp_path / "bad.png")
+
+
+def test_model_figures_of_a_cnn_show_its_filters(trained: dict, tmp_path: Path) -> None:
+    cnn = Network(NetworkConfig.cnn(), np.random.default_rng(0))
+    drawn = figures.model_figures(tmp_path / "figures", *evaluation(trained), cnn.weights[0])
+    cnn_set = [name for name in figures.MODEL_FIGURES if name != "first-layer-weights.png"]
+    assert [caption for caption, _ in drawn] == [figures.MODEL_FIGURES[n] for n in cnn_set]
+    assert_png(drawn[-1][1], figures.filters_grid_size(16))
+    assert figures.existing_figures(tmp_path / "figures") == drawn

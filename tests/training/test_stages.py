@@ -15,9 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from threadpoolctl import threadpool_info, threadpool_limits
 
+from flows.paths import RunFolder
+from flows.registry.versions import publish
 from flows.reports.evaluation import evaluation_markdown
 from flows.reports.model_card import model_card
+from flows.training.champion import unchanged_version
 from flows.training.download import (
     DownloadError,
     check_hub_reachable,
@@ -27,9 +31,12 @@ from flows.training.download import (
 )
 from flows.training.evaluate import evaluate, save_evaluation
 from flows.training.prepare import load_split, prepare
+from flows.training.train import train_model
 from netcore import DataFileError, Network, NetworkConfig
+from netcore.config import TrainConfig
 from netcore.mnist import read_parquet, validate_parquet
 from netcore.preprocess import pixel_statistics
+from tests.builders import card, make_payload
 
 TRAIN, TEST = "train-00000-of-00001.parquet", "test-00000-of-00001.parquet"
 
@@ -247,6 +254,63 @@ def test_load_split_refuses_a_wrong_array(downloaded: dict, tmp_path: Path) -> N
         load_split(prepared, "test")  # object arrays would need pickle: refused
 
 
+# ---- train ----------------------------------------------------------------------------------
+
+
+def blas_threads() -> int:
+    return next(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+
+
+@pytest.mark.parametrize(("threads", "blas_while_training"), [(2, 1), (1, 2)])
+def test_netcore_threads_train_with_one_blas_thread_each(
+    downloaded: dict, tmp_path: Path, threads: int, blas_while_training: int
+) -> None:
+    """OpenBLAS's thread count belongs to the process: a worker that never set
+    OPENBLAS_NUM_THREADS has a thread per core. With netcore's own threads (the CNN recipe) the
+    train stage holds BLAS at one thread while they run, and gives the process its count back;
+    a one-thread run keeps BLAS as it was."""
+    raw = {split: f["path"] for split, f in downloaded["files"].items()}
+    prepared = prepare(raw, tmp_path / "prepared")
+    network = NetworkConfig(layer_sizes=[784, 16, 10]).to_dict()
+    training = TrainConfig(epochs=2, augment_distortions=0, threads=threads).to_dict()
+    seen = []
+    with threadpool_limits(2, "blas"):  # as OpenBLAS starts on this 2-core machine, unset
+        trained = train_model(
+            prepared,
+            network,
+            training,
+            RunFolder(tmp_path / "run"),
+            lambda _: seen.append(blas_threads()),
+        )
+        assert blas_threads() == 2
+    assert trained["epochs"] == 2 and seen == [blas_while_training] * 2
+
+
+def test_unchanged_version_compares_the_whole_configuration(tmp_path: Path) -> None:
+    registry = str(tmp_path / "models")
+    training = TrainConfig(epochs=2).to_dict()
+    # Published before TrainConfig had these fields: it was trained with what they default to.
+    older = {k: v for k, v in training.items() if k not in ("stroke_width", "threads")}
+    network = NetworkConfig(layer_sizes=[784, 16, 10], pixel_mean=0.13, pixel_std=0.31)
+    provenance = {
+        "config": {"network": network.to_dict(), "training": older},
+        "data": {"fingerprint": "data-1"},
+    }
+    publish(registry, make_payload(tmp_path / "payload"), card, provenance)
+
+    def same(*args) -> str | None:
+        found = unchanged_version(registry, *args)
+        return found and found["version"]
+
+    assert same("data-1", "mlp", [16], None, {"epochs": 2}) == "v1"
+    assert same("data-1", "mlp", [16], "relu", TrainConfig(epochs=2).to_dict()) == "v1"
+    assert same("data-2", "mlp", [16], None, {"epochs": 2}) is None  # other data
+    assert same("data-1", "mlp", [16], "tanh", {"epochs": 2}) is None
+    assert same("data-1", "mlp", [32], None, {"epochs": 2}) is None
+    assert same("data-1", "mlp", [16], None, {"epochs": 2, "threads": 2}) is None
+    assert same("data-1", "cnn", None, None, {"epochs": 2}) is None  # the architecture
+
+
 # ---- evaluate -------------------------------------------------------------------------------
 
 
@@ -320,5 +384,27 @@ def test_model_card_has_every_section() -> None:
         "![Confusion matrix](figures/confusion.png)",
         'load_published("data/models@v7")',
         "| seed | 0 |",
+        "A fully connected network (784-10 relu: 7,850 parameters, 0.02 MFLOP per image)",
+        "| dense (units 10) | 10 | 7,850 |",
+        "A fully connected network: it does not know that neighbouring pixels",
     ):
         assert expected in text, expected
+
+    # A CNN's card names its architecture, lists its layers and has its own limitations.
+    provenance["config"] = {
+        "network": NetworkConfig.cnn().to_dict(),
+        "training": TrainConfig.cnn().to_dict(),
+    }
+    text = model_card("v8", metrics, provenance)
+    for expected in (
+        "A convolutional network (conv5x5x16-pool-conv5x5x32-pool-dense128-10: 80,202 "
+        "parameters, 2.23 MFLOP per image)",
+        "| input | 28 x 28 x 1 |  |",
+        "| conv2d (filters 16, kernel 5, padding valid) | 24 x 24 x 16 | 416 |",
+        "| flatten | 512 |  |",
+        "A small convolutional network: its filters find strokes wherever they are",
+        "| stroke_width | 0.5 |",
+    ):
+        assert expected in text, expected
+    assert "A fully connected network" not in text
+    assert "'type': 'conv2d'" not in text  # the layer specs are the Architecture table
