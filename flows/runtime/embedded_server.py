@@ -5,7 +5,10 @@
     taken = take_early()             # (process, port) launched early, or None
 
 It is the server Prefect's own ephemeral mode runs (the same app factory, ephemeral and final, no
-UI, uvicorn on 127.0.0.1 with its lifespan, errors only), with one difference: it starts with the
+UI, uvicorn on 127.0.0.1 with its lifespan, errors only), with two differences. Automations are
+off (their triggers and actions services: PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false unless
+set): nothing a command runs defines any, and their start-up was a third of the server's lifespan
+(the actions service builds the whole app again to make itself a client). And it starts with the
 garbage collector off. Its start-up is Python importing and building hundreds of thousands of
 objects (pydantic models, SQLAlchemy tables, FastAPI routes), and the collector walks them again
 and again while none of them is garbage yet: off, the start-up takes about a third less time,
@@ -52,6 +55,7 @@ def launch() -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.runtime.embedded_server", str(port)],
         env={
+            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
             **os.environ,
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -86,13 +87,15 @@ class EmbeddedServer:
         )
 
     def stop(self) -> None:
+        """Ask the server to stop (SIGTERM), without waiting for it: its shutdown, flushing what
+        its services hold to its database, goes on for a fraction of a second (uvicorn's
+        shutdown alone sleeps 0.2 s), and a command's result does not need it. A daemon thread
+        reaps it should this process live on (a process that ends first hands it to init)."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            threading.Thread(
+                target=self.process.wait, name="reap-prefect-server", daemon=True
+            ).start()
 
 
 @contextmanager
