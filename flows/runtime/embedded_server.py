@@ -24,14 +24,18 @@ flows/runtime/server.py.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -107,20 +111,88 @@ def main(port: int) -> None:
     gc.disable()
     import uvicorn
     from prefect.server.api.server import create_app
+    from prefect.settings import get_current_settings, temporary_settings
 
     app = create_app()  # ephemeral, final, no UI: from the environment launch() gave it
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
     )
     started = server.startup
+    database = _sqlite_database(get_current_settings())
+    current = database is not None and _schema_is_current(database)
 
     async def startup(*args: object, **kwargs: object) -> None:
         await started(*args, **kwargs)  # the lifespan (database, services), then the socket
         gc.freeze()
         gc.enable()
+        if database is not None and not current:
+            _remember_schema(database)
 
     server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    # A database this Prefect has migrated already needs no migration run: Alembic loading its
+    # scripts only to find nothing to do was a tenth of the server's start-up.
+    with temporary_settings(updates={"server.database.migrate_on_start": False} if current else {}):
+        server.run()
+
+
+# Which schema revision each Prefect version migrates its database to, learnt from the database
+# after a start that ran the migrations; beside the database.
+SCHEMA_SUFFIX = ".digitflow-schema.json"
+
+
+def _sqlite_database(settings: Any) -> Path | None:
+    """The SQLite file of Prefect's database (the default), or None for any other database, or
+    when migrations are turned off anyway."""
+    url = settings.server.database.connection_url
+    url = url.get_secret_value() if hasattr(url, "get_secret_value") else url
+    if not settings.server.database.migrate_on_start or not url:
+        return None
+    scheme, _, path = str(url).partition(":///")
+    return Path(path) if scheme.startswith("sqlite") and path != ":memory:" else None
+
+
+def _revision(database: Path) -> str | None:
+    """The database's Alembic revision, None when it has none (a new or foreign file)."""
+    import sqlite3
+
+    if not database.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return None
+    return rows[0][0] if len(rows) == 1 else None
+
+
+def _schema_is_current(database: Path) -> bool:
+    """Whether `database` is at the revision this Prefect version migrated it to before."""
+    import prefect
+
+    try:
+        known = json.loads(Path(f"{database}{SCHEMA_SUFFIX}").read_text())
+    except (OSError, ValueError):
+        return False
+    revision = _revision(database)
+    return (
+        isinstance(known, dict)
+        and revision is not None
+        and known.get(prefect.__version__) == revision
+    )
+
+
+def _remember_schema(database: Path) -> None:
+    """Record the revision the migrations just brought `database` to, for this Prefect version."""
+    import prefect
+
+    from netcore.io import write_atomic
+
+    revision = _revision(database)
+    if revision is None:
+        return
+    text = json.dumps({prefect.__version__: revision})
+    with contextlib.suppress(OSError):  # only a head start for the next command
+        write_atomic(f"{database}{SCHEMA_SUFFIX}", lambda path: path.write_text(text))
 
 
 if __name__ == "__main__":
