@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import fsspec
@@ -23,8 +24,8 @@ from flows.predict.lock import LeaseLock, take_output_lock
 from flows.predict.output import prediction_table, read_part
 from flows.predict.score import ModelPayload, ShardJob, score_shard
 from flows.predict.shards import WorkFolder
-from flows.predict.sources import FsspecFiles, PredictError
-from flows.registry.store import writing_stream
+from flows.predict.sources import FsspecFiles, PredictError, image_source
+from flows.registry.store import open_location, writing_stream
 from flows.registry.versions import publish
 from netcore.config import NetworkConfig
 from netcore.network import Network
@@ -78,6 +79,21 @@ def digits_on_s3(root: str, count: int) -> list[str]:
             Image.fromarray(pixels).save(stream, "PNG")
         names.append(name)
     return names
+
+
+def test_a_walked_prefix_leaves_no_listing_in_the_cache(s3_server: S3Server) -> None:
+    """s3fs keeps every listing it makes (some 3.7 KB a key): the input's walk drops each
+    folder's once it is walked, so a run over millions of keys does not hold them all."""
+    bucket = s3_server.new_bucket()
+    images = {f"in/{folder}/{index:03d}.png" for folder in "abc" for index in range(20)}
+    s3().pipe({f"{bucket}/{key}": b"x" for key in [*images, "in/notes.txt"]})
+    source = image_source(f"s3://{bucket}/in")
+    skipped: Counter = Counter()
+    listed = list(source.listing(skipped))
+    assert sorted(listed) == sorted(key.removeprefix("in/") for key in images)
+    assert skipped == {"not an image": 1}
+    fs, _ = open_location(f"s3://{bucket}/in")
+    assert [key for key in fs.dircache if key.startswith(f"{bucket}/in")] == []
 
 
 def test_the_work_folder_on_s3_resumes_from_the_store(s3_server: S3Server) -> None:
