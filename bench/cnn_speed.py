@@ -37,24 +37,12 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from bench.gemm import gemm_peak
 from netcore import Network, NetworkConfig, TrainConfig
 from netcore.mnist import read_parquet
 from netcore.network import build
 from netcore.optim import SGD
 from netcore.trainer import train_epoch
-
-
-def gemm_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Best float32 GFLOP/s of numpy's matmul on a square problem."""
-    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    b = a.T.copy()
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = max(best, 2 * size**3 / (time.perf_counter() - started) / 1e9)
-    return best
 
 
 def training_flops_per_image(config: NetworkConfig) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from flows.registry.versions import list_versions, publish
+from flows.paths import ONNX_FILE
+from flows.registry.onnx_export import save_onnx, to_onnx
+from flows.registry.versions import publish
 from netcore.config import recipe
 from netcore.network import Network
 from netcore.weights import save_model
@@ -64,10 +67,13 @@ def bench_registry(arch: str = "mlp") -> str:
     (scoring costs the same as a trained one's: the same layers, the same arithmetic)."""
     suffix = "" if arch == "mlp" else f"-{arch}"
     registry = WORKSPACE / f"models{suffix}"
-    if not list_versions(str(registry)):
+    if not (registry / "v1" / ONNX_FILE).is_file():  # none yet, or one from before ONNX files
+        shutil.rmtree(registry, ignore_errors=True)
         payload = WORKSPACE / f"payload{suffix}"
         network_config, _ = recipe(arch)
-        save_model(Network(network_config, np.random.default_rng(0)), payload)
+        network = Network(network_config, np.random.default_rng(0))
+        save_model(network, payload)
+        save_onnx(to_onnx(network), payload / ONNX_FILE)  # for --engine onnx
         publish(str(registry), payload, lambda version: {}, {"note": f"benchmark {arch} model"})
     return str(registry)
 

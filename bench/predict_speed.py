@@ -3,10 +3,11 @@ the raw Pillow decode rate of the same files, measured in the same run.
 
     make bench                                      # or:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE DIGITFLOW_MNIST_SOURCE=../shared/data/mnist \\
-        .venv/bin/python -m bench.predict_speed [--repeats 3] [--arch cnn] [--json]
+        .venv/bin/python -m bench.predict_speed [--repeats 3] [--arch cnn] [--engine onnx] [--json]
 
 `--arch cnn` scores with a version of the CNN recipe instead of the default MLP (target >= 50% of
-the 2-process decode rate: the CNN's forward pass costs about 11 times the MLP's).
+the 2-process decode rate: the CNN's forward pass costs about 11 times the MLP's). `--engine onnx`
+has the command score with onnxruntime on the version's model.onnx (`digitflow predict --engine`).
 
 Each repeat measures, one after the other (so a busy machine slows all alike):
   raw decode, 1 process     Image.open(path).load() for every file
@@ -49,7 +50,7 @@ from bench.predict_common import (
     run_predict,
     write_folder,
 )
-from flows.predict.score import ModelPayload, ShardJob, score_shard
+from flows.predict.score import ENGINES, ModelPayload, ShardJob, score_shard
 from flows.predict.shards import WorkFolder
 from flows.predict.sources import LocalFiles
 from flows.registry.versions import load_published
@@ -84,6 +85,9 @@ def main() -> None:
     parser.add_argument(
         "--arch", choices=sorted(TARGETS), default="mlp", help="score with this recipe's network"
     )
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="netcore", help="digitflow predict --engine"
+    )
     args = parser.parse_args()
     target = TARGETS[args.arch]
 
@@ -107,7 +111,7 @@ def main() -> None:
             results["raw_1"].append(raw_rate(paths, None))
             results["raw_2"].append(raw_rate(paths, pool))
             results["raw_2_threads"].append(raw_rate(paths, threads))
-            summary, wall = run_predict(folder, output, arch=args.arch)
+            summary, wall = run_predict(folder, output, "--engine", args.engine, arch=args.arch)
             assert summary["scored"] == len(paths), summary
             results["flow"].append(summary["images_per_second"])
             results["command"].append(len(paths) / wall)
@@ -134,9 +138,10 @@ def main() -> None:
             "best": round(best[name] / best["raw_2"], 3),
         }
 
-    costs = cpu_costs(folder, paths, args.arch)
+    costs = cpu_costs(folder, paths, args.arch, args.engine)
     report = {
         "arch": args.arch,
+        "engine": args.engine,
         "images": len(paths),
         "cpu_microseconds_per_image": costs,
         "cores": report_cores(),
@@ -161,8 +166,9 @@ def main() -> None:
         ("  whole command (with start-up)", "command"),
     ]
     print(
-        f"\n{len(paths):,} PNG files, a {args.arch} version, {report['cores']} cores, load average "
-        f"{load_before} -> {report['load_average_after']} (1, 5, 15 min)\n"
+        f"\n{len(paths):,} PNG files, a {args.arch} version ({args.engine}), "
+        f"{report['cores']} cores, load average {load_before} -> "
+        f"{report['load_average_after']} (1, 5, 15 min)\n"
         f"{'images/s':>45} {'median':>9} {'best':>9}"
     )
     for label, key in rows:
@@ -180,7 +186,9 @@ def main() -> None:
         print(f"  {name:<40} {microseconds:>6.1f} us")
 
 
-def cpu_costs(folder: Path, paths: list[str], arch: str = "mlp") -> dict[str, float]:
+def cpu_costs(
+    folder: Path, paths: list[str], arch: str = "mlp", engine: str = "netcore"
+) -> dict[str, float]:
     """Microseconds of CPU per image (one process; least of PASSES passes over 2,000 files): the
     raw decode; read_gray, one file at a time; load_digits, which reads files as read_gray does
     but unfilters plain PNG rows many files at once, then normalizes MNIST-style; score_shard,
@@ -190,7 +198,9 @@ def cpu_costs(folder: Path, paths: list[str], arch: str = "mlp") -> dict[str, fl
     published = load_published(bench_registry(arch))
     work = WorkFolder(WORKSPACE / "cpu-costs.parts")
     work.start({}, resume=False)
-    job = ShardJob(0, work.listing(0, files), opener, ModelPayload.of("v1", published.network))
+    onnx = published.onnx if engine == "onnx" else None
+    model = ModelPayload.of("v1", published.network, onnx=onnx)
+    job = ShardJob(0, work.listing(0, files), opener, model)
 
     def grays() -> None:
         for name in files:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 METRICS_FILE = "metrics.json"
+ONNX_FILE = "model.onnx"  # a version's network for ONNX runtimes
 FIGURES_DIR = "figures"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 

@@ -4,7 +4,8 @@
   filter), `png_declaring` (a valid header that lies about the size: a decompression bomb),
   `png_claiming` (the same for a 1-bit image);
 - model registries: `make_payload` (a version's files), `card` (its README), and
-  `untrained_registry` (a registry holding v1, an untrained network).
+  `untrained_registry` (a registry holding v1, an untrained network, with its model.onnx if
+  asked).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flows.paths import ONNX_FILE
+from flows.registry.onnx_export import save_onnx, to_onnx
 from flows.registry.versions import publish
 from netcore.config import NetworkConfig
 from netcore.network import Network
@@ -99,9 +102,15 @@ def card(version: str) -> dict[str, str]:
     return {"README.md": f"# model {version}\n"}
 
 
-def untrained_registry(root: Path) -> str:
-    """A model registry under `root` holding v1: an untrained network (labels need not be
-    right in these tests, only identical for identical inputs)."""
-    save_model(Network(NetworkConfig(), np.random.default_rng(0)), root / "payload")
+def untrained_registry(
+    root: Path, config: NetworkConfig | None = None, with_onnx: bool = False
+) -> str:
+    """A model registry under `root` holding v1: an untrained network of `config` (the MLP
+    default if None; labels need not be right in these tests, only identical for identical
+    inputs), with its model.onnx as publishing writes it when `with_onnx`."""
+    network = Network(config or NetworkConfig(), np.random.default_rng(0))
+    save_model(network, root / "payload")
+    if with_onnx:
+        save_onnx(to_onnx(network), root / "payload" / ONNX_FILE)
     publish(str(root / "models"), root / "payload", lambda version: {}, {})
     return str(root / "models")

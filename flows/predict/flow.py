@@ -66,14 +66,16 @@ def predict_flow(
     shard_size: int = DEFAULT_SHARD_SIZE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     worker_processes: bool = True,
+    engine: str = "netcore",
 ) -> dict[str, Any]:
     """Score every image under `input` with the published version `model` (default: latest)
     and write one row per file to `output`; returns the summary.
 
     `worker_processes`: score in worker processes (for the thread task runner); False when the
-    task runner already runs tasks in their own processes (Dask)."""
+    task runner already runs tasks in their own processes (Dask). `engine`: netcore's forward
+    pass, or "onnx" for onnxruntime on the version's model.onnx (flows.predict.score)."""
     plan = PredictPlan.make(
-        input, model, output, resume, workers, shard_size, max_pixels, worker_processes
+        input, model, output, resume, workers, shard_size, max_pixels, worker_processes, engine
     )
     with plan.work.merging(plan.output) as merge:
         bar_length = plan.files_to_score()

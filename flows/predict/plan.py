@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.paths import ONNX_FILE
 from flows.predict.score import ModelPayload, ShardJob, ShardResult
 from flows.predict.shards import Totals, WorkFolder, shards
-from flows.predict.sources import Source, check_arguments, default_workers
+from flows.predict.sources import PredictError, Source, check_arguments, default_workers
 from flows.registry.versions import PublishedModel, load_published
 
 
@@ -38,6 +39,7 @@ class PredictPlan:
     max_pixels: int
     # Worker processes each task spreads its shard over (0: score in the task's own thread).
     processes: int
+    engine: str = "netcore"  # what computes the probabilities (score.ENGINES)
     started: float = field(default_factory=time.perf_counter)
     skipped: Counter = field(default_factory=Counter)
 
@@ -52,11 +54,14 @@ class PredictPlan:
         shard_size: int,
         max_pixels: int,
         worker_processes: bool,
+        engine: str = "netcore",
     ) -> PredictPlan:
         started = time.perf_counter()
         workers = workers or default_workers()
         source, output = check_arguments(input, output)
         published = load_published(model)
+        if engine == "onnx" and published.onnx is None:
+            raise PredictError(f"{published.location} has no {ONNX_FILE}: use --engine netcore")
         work = WorkFolder.next_to(output)
         job = {"input": source.shown_as, "model": published.location, "max_pixels": max_pixels}
         done = work.start(job, resume)
@@ -70,13 +75,15 @@ class PredictPlan:
             shard_size=shard_size,
             max_pixels=max_pixels,
             processes=workers if worker_processes and workers > 1 else 0,
+            engine=engine,
             started=started,
         )
 
     def jobs(self) -> Iterator[ShardJob]:
         """A ShardJob per shard of the files still to score, listed lazily."""
         published = self.published
-        payload = ModelPayload.of(published.version, published.network, published.alias)
+        onnx = published.onnx if self.engine == "onnx" else None
+        payload = ModelPayload.of(published.version, published.network, published.alias, onnx)
         files = self.source.listing(self.skipped)
         listing = shards(files, self.shard_size, self.workers, self.done)
         for number, files in zip(itertools.count(), listing, strict=False):
@@ -101,6 +108,7 @@ class PredictPlan:
             "model_version": self.published.version,
             "model_alias": self.published.alias,
             "model": self.published.location,
+            "engine": self.engine,
             "scored": totals.scored,
             "failed": totals.failed,
             "skipped": sum(self.skipped.values()),
@@ -123,11 +131,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     reasons = ", ".join(f"{n} {why}" for why, n in summary["skipped_reasons"].items()) or "none"
     alias = summary["model_alias"]
     asked = f" (asked for as `{alias}`)" if alias else ""
+    engine = " with onnxruntime on its model.onnx" if summary["engine"] == "onnx" else ""
     return "\n".join(
         [
             f"# Batch prediction: {summary['input']}",
             "",
-            f"Model **{summary['model_version']}**{asked} ({summary['model']}); "
+            f"Model **{summary['model_version']}**{asked} ({summary['model']}){engine}; "
             f"output `{summary['output']}`.",
             "",
             "| scored | failed | skipped | images/s | seconds |",

@@ -43,7 +43,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from flows.paths import METRICS_FILE, default_registry
+from flows.paths import METRICS_FILE, ONNX_FILE, default_registry
 from flows.registry.aliases import (
     PRODUCTION,
     VERSION_LIKE,
@@ -89,6 +89,7 @@ class PublishedModel:
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     alias: str | None = None  # the alias it was asked for by ("production"), None for a version
+    onnx: bytes | None = None  # model.onnx as verified with the manifest; None in versions without
 
 
 def version_number(name: str) -> int | None:
@@ -420,4 +421,6 @@ def _load_verified(folder: str, location: str, alias: str | None) -> PublishedMo
     metrics_path = Path(folder) / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     version = manifest.get("version", "?")
-    return PublishedModel(version, location, network, manifest, metrics, alias)
+    onnx_path = Path(folder) / ONNX_FILE
+    onnx = onnx_path.read_bytes() if onnx_path.is_file() else None
+    return PublishedModel(version, location, network, manifest, metrics, alias, onnx)

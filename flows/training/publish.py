@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.paths import FIGURES_DIR, METRICS_FILE, RunFolder
+from flows.paths import FIGURES_DIR, METRICS_FILE, ONNX_FILE, RunFolder
 from flows.registry.onnx_export import check_parity, save_onnx, to_onnx
 from flows.registry.versions import publish
 from flows.reports.figures import existing_figures
@@ -71,7 +71,7 @@ def publish_run(
         network = load_model(payload)
         onnx_model = to_onnx(network)
         worst = check_parity(onnx_model, network, load_split(prepared, "test")[0])
-        save_onnx(onnx_model, payload / "model.onnx")
+        save_onnx(onnx_model, payload / ONNX_FILE)
         for name, source in extra_version_files(run).items():
             (payload / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, payload / name)

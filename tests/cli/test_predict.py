@@ -15,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from flows.predict.score import ENGINES
+from netcore.config import NetworkConfig
 from netcore.mnist import read_parquet
+from tests import builders
 
 DIGITFLOW = str(Path(sys.executable).parent / "digitflow")
 IMAGES = 1500
@@ -138,3 +143,49 @@ def test_user_errors_are_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("digitflow: error: "), done.stderr
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("config", [NetworkConfig(), NetworkConfig.cnn()], ids=["mlp", "cnn"])
+def test_the_onnx_engine_scores_as_netcore_does(
+    config: NetworkConfig, inbox: Path, env: dict, tmp_path: Path
+) -> None:
+    registry = builders.untrained_registry(tmp_path, config, with_onnx=True)
+    tables = {}
+    for engine in ENGINES:
+        output = tmp_path / f"{engine}.parquet"
+        args = ["--model", registry, "--output", str(output), "--engine", engine, "--json"]
+        done = predict(str(inbox), *args, env=env)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert (summary["engine"], summary["scored"]) == (engine, IMAGES)
+        tables[engine] = pq.read_table(output).sort_by("path")
+    netcore, onnx = tables["netcore"], tables["onnx"]
+    assert netcore.column("path").equals(onnx.column("path"))
+
+    def probabilities(table: pa.Table) -> np.ndarray:
+        return np.stack([table.column(f"prob_{k}").to_numpy() for k in range(10)], axis=1)
+
+    assert np.abs(probabilities(netcore) - probabilities(onnx)).max() <= 1e-5
+    # ...computed apart: onnxruntime's sums differ from numpy's in the last bits.
+    assert not np.array_equal(probabilities(netcore), probabilities(onnx))
+    # The same label wherever the two likeliest classes are further apart than that.
+    first, second = np.sort(probabilities(netcore), axis=1)[:, :-3:-1].T
+    clear = first - second > 2e-5
+    assert clear.mean() > 0.9
+    labels = [table.column("label").to_numpy()[clear] for table in (netcore, onnx)]
+    assert (labels[0] == labels[1]).all()
+
+
+def test_the_onnx_engine_needs_a_model_onnx(
+    untrained_registry: str, inbox: Path, env: dict, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.parquet"
+    done = predict(
+        str(inbox), "--model", untrained_registry, "--output", str(output), "--engine", "onnx",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("digitflow: error: "), done.stderr
+    assert "has no model.onnx: use --engine netcore" in lines[0]
+    assert not output.exists() and not Path(f"{output}.parts").exists()

@@ -41,21 +41,28 @@ def test_same_seed_gives_bit_identical_weight_files(small_train, tmp_path):
     assert _weights_sha256(a, tmp_path / "a") != _weights_sha256(c, tmp_path / "c")
 
 
-def test_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path):
-    config = TrainConfig(epochs=4, augment_shift=1, validation_fraction=0.1, seed=3)
-    uninterrupted, full = _fit(*small_train, config)
+class Crash(Exception):
+    """Stands for a process dying after an epoch's checkpoint was written."""
 
-    class Crash(Exception):
-        pass
+
+def _crash_then_resume(fit, small_train, config, checkpoint: Path) -> tuple[Network, object]:
+    """Train with `fit` until the end of epoch 2, crash, then train again from the checkpoint."""
 
     def crash_after_two(stats):
         if stats.epoch == 2:
             raise Crash
 
-    checkpoint = tmp_path / "checkpoint.safetensors"
     with pytest.raises(Crash):
-        _fit(*small_train, config, on_epoch=crash_after_two, checkpoint_path=checkpoint)
-    resumed, result = _fit(*small_train, config, checkpoint_path=checkpoint)
+        fit(*small_train, config, on_epoch=crash_after_two, checkpoint_path=checkpoint)
+    return fit(*small_train, config, checkpoint_path=checkpoint)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path):
+    config = TrainConfig(epochs=4, augment_shift=1, validation_fraction=0.1, seed=3)
+    uninterrupted, full = _fit(*small_train, config)
+    resumed, result = _crash_then_resume(
+        _fit, small_train, config, tmp_path / "checkpoint.safetensors"
+    )
 
     assert result.resumed_from_epoch == 2
     assert [h.epoch for h in result.history] == [1, 2, 3, 4]
@@ -219,18 +226,9 @@ def test_cnn_same_seed_gives_bit_identical_weight_files(small_train, tmp_path, t
 def test_cnn_resume_from_checkpoint_matches_uninterrupted_run(small_train, tmp_path, threads):
     config = _cnn_config(epochs=4, validation_fraction=0.1, threads=threads)
     uninterrupted, full = _fit_cnn(*small_train, config)
-
-    class Crash(Exception):
-        pass
-
-    def crash_after_two(stats):
-        if stats.epoch == 2:
-            raise Crash
-
-    checkpoint = tmp_path / "checkpoint.safetensors"
-    with pytest.raises(Crash):
-        _fit_cnn(*small_train, config, on_epoch=crash_after_two, checkpoint_path=checkpoint)
-    resumed, result = _fit_cnn(*small_train, config, checkpoint_path=checkpoint)
+    resumed, result = _crash_then_resume(
+        _fit_cnn, small_train, config, tmp_path / "checkpoint.safetensors"
+    )
 
     assert result.resumed_from_epoch == 2
     assert [h.loss for h in result.history] == [h.loss for h in full.history]
