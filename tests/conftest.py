@@ -96,7 +96,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def dask_cluster(
     s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DaskCluster]:
-    # The workers log Prefect's INFO lines (a line per task run), so a test sees where shards ran.
-    env = os.environ | s3_server.env | {"PREFECT_LOGGING_LEVEL": "INFO"}
+    # The workers log Prefect's INFO lines (a line per task run), so a test sees where shards ran;
+    # on their console too, whatever an in-process test set before (configure_prefect lowers the
+    # console handler to WARNING in os.environ, which the workers would otherwise inherit).
+    env = os.environ | s3_server.env
+    env |= {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}
     with DaskCluster.start(tmp_path_factory.mktemp("dask"), workers=2, env=env) as cluster:
         yield cluster
