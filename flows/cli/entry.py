@@ -6,9 +6,9 @@ line of flows/cli/main.py, started as quickly as it can be.
   longest wait of a small job, and the command's imports take a few tenths of a second.
 - The garbage collector is off while the command's modules load (again while a command imports
   its flow: flows/cli/runner.py): imports make hundreds of thousands of objects and no garbage,
-  and the collector's passes over them cost about a sixth of the import time.
+  and the collector's passes over them are a good part of the import time.
 - At the end the collector is frozen (gc.freeze): the interpreter's last collection would walk
-  every object Prefect's and pydantic's imports made, 0.3-0.4 s of a command that can take 1.5 s,
+  every object Prefect's and pydantic's imports made, a large part of a small command's time,
   to free nothing a process that exits needs freed. Exit handlers still run.
 
 docs/benchmarks.md ("Small jobs") measures each.

@@ -46,7 +46,7 @@ def run_flow_command(
     configure_prefect(verbose)
     started = time.perf_counter()
     server = EmbeddedServer.start_unless_configured()
-    gc.disable()  # imports make no garbage, and the collector's passes cost a sixth of them
+    gc.disable()  # imports make no garbage: the collector's passes would only cost time
     try:
         flow, parameters = load()  # imports Prefect: after configure_prefect
         if server is not None:

@@ -101,7 +101,7 @@ def prediction_table(
 
 
 # Columns are built from their buffers, not with pa.array: that asks first whether its input is
-# a pandas object, importing pandas to find out (0.2-0.5 s, much of a small job's scoring;
+# a pandas object, importing pandas to find out (much of a small job's scoring;
 # docs/benchmarks.md, "Small jobs"). The same holds for reading: see labels().
 
 

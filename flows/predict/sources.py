@@ -92,7 +92,7 @@ def image_source(location: str) -> Source:
 def _walk(fs: Any, root: str, location: str, skipped: Counter) -> Iterator[str]:
     """The image files under `root` on an object store (or any fsspec filesystem), one
     "folder" (a prefix up to the next `/`, listed whole) at a time. Each folder's listing is
-    dropped from s3fs's listings cache once walked: it keeps some 3.7 KB a key
+    dropped from s3fs's listings cache once walked: it keeps kilobytes a key
     (docs/scaling.md), so a run over millions of files would otherwise hold all of them."""
     with storage_errors(location):
         for folder, _, files in fs.walk(root):

@@ -5,16 +5,18 @@
     taken = take_early()             # (process, port) launched early, or None
 
 It is the server Prefect's own ephemeral mode runs (the same app factory, ephemeral and final, no
-UI, uvicorn on 127.0.0.1 with its lifespan, errors only), with two differences. Automations are
+UI, uvicorn on 127.0.0.1 with its lifespan, errors only), with three differences. Automations are
 off (their triggers and actions services: PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false unless
-set): nothing a command runs defines any, and their start-up was a third of the server's lifespan
+set): nothing a command runs defines any, and their start-up was much of the server's lifespan
 (the actions service builds the whole app again to make itself a client). And it starts with the
 garbage collector off. Its start-up is Python importing and building hundreds of thousands of
 objects (pydantic models, SQLAlchemy tables, FastAPI routes), and the collector walks them again
-and again while none of them is garbage yet: off, the start-up takes about a third less time,
+and again while none of them is garbage yet: off, the start-up takes markedly less time,
 and it is the longest wait of a small `digitflow predict` (docs/benchmarks.md, "Small jobs").
 What exists once it serves is frozen (gc.freeze: left out of later collections; it lives as
-long as the server anyway) and the collector is turned on again.
+long as the server anyway) and the collector is turned on again. And its SQLite database, when
+it is at the revision this Prefect version migrated it to before (remembered beside it, in
+prefect.db.digitflow-schema.json), is served without an Alembic run.
 
 This module imports only the standard library until the server process runs `main`: the console
 script launches the server before it imports anything else (flows/cli/entry.py). The rest of
@@ -129,8 +131,8 @@ def main(port: int) -> None:
             _remember_schema(database)
 
     server.startup = startup  # type: ignore[method-assign]
-    # A database this Prefect has migrated already needs no migration run: Alembic loading its
-    # scripts only to find nothing to do was a tenth of the server's start-up.
+    # A database this Prefect has migrated already needs no migration run: Alembic would load its
+    # scripts only to find nothing to do (docs/benchmarks.md, "Small jobs").
     with temporary_settings(updates={"server.database.migrate_on_start": False} if current else {}):
         server.run()
 
