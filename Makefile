@@ -59,7 +59,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 # The benchmarks unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in their own command: they slow numpy here.
-BENCHMARKS ?= train_speed cnn_speed predict_speed predict_memory
+BENCHMARKS ?= train_speed cnn_speed predict_speed predict_memory small_jobs
 bench: $(VENV)/.bench-installed
 	for b in $(BENCHMARKS); do \
 		env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \

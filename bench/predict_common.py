@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ from netcore.weights import save_model
 
 WORKSPACE = Path(tempfile.gettempdir()) / "digitflow-bench"
 DIGITFLOW = str(Path(sys.executable).parent / "digitflow")
+PREFECT = str(Path(sys.executable).parent / "prefect")
 TEST_FILE = "test-00000-of-00001.parquet"
 
 
@@ -91,6 +97,36 @@ def run_predict(folder: Path, output: Path, *options: str, arch: str = "mlp") ->
     if done.returncode != 0:
         sys.exit(f"digitflow predict failed: {done.stderr.strip()}")
     return json.loads(done.stdout), wall
+
+
+@contextmanager
+def prefect_server() -> Iterator[str]:
+    """`prefect server start` as `make server` runs it, on a free port; yields its API URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = predict_env() | {"PREFECT_HOME": str(WORKSPACE / "prefect-server-home")}
+    env.pop("PREFECT_API_URL", None)
+    command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("the Prefect server did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
 
 
 def load_average() -> str:

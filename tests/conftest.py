@@ -10,7 +10,7 @@
   its AWS_* variables set in this process too, so s3fs here and in child processes reaches it;
   `s3_server.new_bucket()` makes a fresh bucket per test.
 - `dask_cluster`: a Dask scheduler and two worker processes for the module, reaching the S3
-  server (tests/servers.py).
+  server (tests/servers.py); their logs (`cluster.folder`) show each task run.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def dask_cluster(
     s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DaskCluster]:
+    # The workers log Prefect's INFO lines (a line per task run), so a test sees where shards ran;
+    # on their console too, whatever an in-process test set before (configure_prefect lowers the
+    # console handler to WARNING in os.environ, which the workers would otherwise inherit).
     env = os.environ | s3_server.env
+    env |= {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}
     with DaskCluster.start(tmp_path_factory.mktemp("dask"), workers=2, env=env) as cluster:
         yield cluster

@@ -84,10 +84,14 @@ class S3Server:
 
     @classmethod
     @contextmanager
-    def start(cls, folder: Path) -> Iterator[S3Server]:
+    def start(cls, folder: Path, checking_credentials: bool = False) -> Iterator[S3Server]:
+        """`checking_credentials`: refuse every request whose access key moto's IAM does not
+        know (none: so every request), as AWS refuses wrong credentials."""
         port = free_port()
         log = folder / "moto.log"
-        process = start_process([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log)
+        command = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+        env = os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if checking_credentials else None
+        process = start_process(command, log, env)
         try:
             wait_for_port(port, process, log)
             yield cls(process, port, log)

@@ -1,13 +1,20 @@
 """`digitflow predict INPUT`: score a folder of digit images with a published version.
 
-The arguments are checked first (a missing folder or an unknown output format fails at once);
-then, through flows/cli/runner.py, Prefect's embedded server, the worker processes and the
-imports all start up together. The flow itself is flows/predict/flow.py.
+The arguments are checked first (a missing folder, an unknown output format, an object store or
+a Dask scheduler that cannot be reached fail at once, in one line); then, through
+flows/cli/runner.py, Prefect's embedded server, the worker processes and the imports all start
+up together. The flow itself is flows/predict/flow.py.
+
+A small job (at most SMALL_JOB files, found by a look at the input before Prefect starts; and
+no --workers given) is scored in the flow's own process: starting worker processes would cost
+more than they save, and its flow run skips the heartbeat thread, whose end the flow waits for.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import urllib.parse
 from typing import Any
 
 import click
@@ -17,8 +24,11 @@ from flows.cli.runner import run_flow_command
 from flows.predict.pool import worker_pool
 from flows.predict.score import ENGINES
 from flows.predict.shards import DEFAULT_SHARD_SIZE
-from flows.predict.sources import check_arguments, default_workers
+from flows.predict.sources import check_arguments, default_workers, is_small
 from netcore.images import DEFAULT_MAX_PIXELS
+
+SCHEDULER_TIMEOUT = 10  # seconds to learn that no Dask scheduler answers at --dask-address
+DASK_PORT = 8786  # the scheduler's usual port, when --dask-address names none
 
 
 @click.command(
@@ -52,7 +62,8 @@ not UTF-8, as hex). Other files are skipped and counted.""",
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Worker processes (or Dask workers) scoring in parallel. [default: the cores available]",
+    help="Worker processes (or Dask workers) scoring in parallel. [default: the cores "
+    "available; none for at most 1,000 files, scored in the command's own process]",
 )
 @click.option(
     "--task-runner",
@@ -101,22 +112,29 @@ def predict(
     if dask_address and task_runner != "dask":
         raise click.UsageError("--dask-address needs --task-runner dask")
     try:
-        check_arguments(input, options["output"])  # before anything starts
+        source, _ = check_arguments(input, options["output"], options["model"])
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--output'") from None
+    if dask_address:
+        check_scheduler(dask_address)
+    # Unless --workers asks for worker processes, a small job is scored without them.
+    small = task_runner == "thread" and workers is None and is_small(source)
     workers = workers or default_workers()
+    in_processes = task_runner == "thread" and workers > 1 and not small
 
     def load() -> tuple[Any, dict[str, Any]]:
-        if task_runner == "thread" and workers > 1:
+        if in_processes:
             worker_pool(workers)  # the workers start up while Prefect does too
         from flows.predict.flow import predict_flow  # imports Prefect: after its settings
 
         runner = _task_runner(task_runner, workers, dask_address)
-        parameters = {"input": input, "workers": workers}
-        parameters["worker_processes"] = task_runner == "thread"
+        parameters = {"input": input, "workers": 1 if small else workers}
+        parameters["worker_processes"] = in_processes
         return predict_flow.with_options(task_runner=runner), parameters | options
 
-    summary, _ = run_flow_command(verbose, load, preload=_preload)
+    # A small job ends long before its first heartbeat would be due (every 180 s).
+    settings = {"flows.heartbeat_frequency": None} if small else {}
+    summary, _ = run_flow_command(verbose, load, preload=_preload, settings=settings)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -154,7 +172,31 @@ def _task_runner(kind: str, workers: int, address: str | None) -> Any:
         ) from None
 
     if address:
-        return DaskTaskRunner(address=address)
+        # A scheduler that goes away after check_scheduler: the same one line, as quickly.
+        return DaskTaskRunner(address=address, client_kwargs={"timeout": SCHEDULER_TIMEOUT})
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}
     )
+
+
+def check_scheduler(address: str) -> None:
+    """Whether a Dask scheduler listens at `address` (tcp://host:port), asked before Prefect
+    starts: a UsageError in one line within SCHEDULER_TIMEOUT seconds if none does (Dask's own
+    client would wait 30 s, then fail inside the flow)."""
+    target = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = target.hostname, target.port or DASK_PORT
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--dask-address'") from None
+    if target.scheme not in ("tcp", "tls") or not host:
+        raise click.BadParameter(
+            f"{address}: expected tcp://HOST:PORT", param_hint="'--dask-address'"
+        )
+    try:
+        socket.create_connection((host, port), timeout=SCHEDULER_TIMEOUT / 2).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise click.ClickException(
+            f"no Dask scheduler answers at {address} ({reason}); start one (make dask-up) or "
+            "check --dask-address"
+        ) from None

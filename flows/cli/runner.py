@@ -11,7 +11,10 @@ Prefect reads its settings once, at import, so a command imports its flow module
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
+import importlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,37 +25,49 @@ from flows.runtime.api_watch import ApiLost, ApiWatch
 from flows.runtime.server import EmbeddedServer, abandon_deliveries, use_api
 from flows.runtime.settings import configure_prefect, quiet_console
 from netcore.errors import NetcoreError
+from netcore.io import NO_ROOM
 
 
 def run_flow_command(
     verbose: bool,
     load: Callable[[], tuple[Any, dict[str, Any]]],
     preload: Callable[[], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """What a command that runs a flow does: Prefect's settings; the embedded Prefect server
     (unless one is configured) booting while `load()` imports the flow and returns it with its
     parameters, and `preload()` imports what the flow needs later (only while a server boots:
-    then the time is free); a quiet console with digitflow's stage lines; the run, whose Prefect
-    failures (an unreachable API, a server that did not start) become one-line errors too.
+    then the time is free); a quiet console with digitflow's stage lines; the run, with
+    Prefect's `settings` changed for it ({"flows.heartbeat_frequency": None}, say), whose
+    Prefect failures (an unreachable API, a server that did not start) become one-line errors
+    too.
 
     Returns the flow's result and {"startup_seconds", "flow_seconds"}, counted from the call."""
     configure_prefect(verbose)
     started = time.perf_counter()
     server = EmbeddedServer.start_unless_configured()
+    gc.disable()  # imports make no garbage: the collector's passes would only cost time
     try:
         flow, parameters = load()  # imports Prefect: after configure_prefect
-        if server is not None and preload is not None:
-            preload()
+        if server is not None:
+            _import_first_call_modules()
+            if preload is not None:
+                preload()
     except BaseException:
         if server is not None:
             server.stop()
         raise
+    finally:
+        gc.freeze()  # what the imports made lives as long as the process: no need to walk it
+        gc.enable()
     from flows.runtime import console
 
     if not verbose:
         quiet_console()
     console.enable()
-    with use_api(server) as api_url:
+    from prefect.settings import temporary_settings
+
+    with use_api(server) as api_url, temporary_settings(updates=settings):
         ready = time.perf_counter()
         result = _run_flow(flow, parameters, api_url)
     timings = {
@@ -60,6 +75,19 @@ def run_flow_command(
         "flow_seconds": round(time.perf_counter() - started, 3),
     }
     return result, timings
+
+
+# What Prefect imports on a process's first flow call (prefect/flows.py): the flow engine, the
+# visualization helpers, and FastAPI's encoder for the parameters; some 120 modules.
+FIRST_CALL_IMPORTS = ("prefect.flow_engine", "prefect.utilities.visualization", "fastapi.encoders")
+
+
+def _import_first_call_modules() -> None:
+    """Import FIRST_CALL_IMPORTS now, while the embedded server boots and the time is free. Only
+    a head start: a module a later Prefect no longer has is left out."""
+    for name in FIRST_CALL_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _run_flow(flow: Any, parameters: dict[str, Any], api_url: str | None) -> Any:
@@ -138,4 +166,7 @@ def _one_line(error: BaseException, lost: ApiWatch | None = None) -> BaseExcepti
         return ApiLost(f"{lost.loss()}; stopped: whatever finished is kept, run it again")
     if isinstance(error, httpx.HTTPError | PrefectException | RuntimeError):
         return click.ClickException(f"Prefect: {type(error).__name__}: {error}")
+    if isinstance(error, OSError) and error.errno not in NO_ROOM:
+        # What a task runner met outside the flow's own code: a Dask scheduler that went away.
+        return click.ClickException(f"{type(error).__name__}: {error}")
     return error

@@ -19,8 +19,10 @@ One row per image file:
     table = read_predictions(Path("out/predictions.csv"))  # any of the three, checked
     listed_names(table)        # each row's file name exactly as the listing gave it (resume)
 
-The writer streams into a temporary file that netcore.io.atomic_path renames over the destination
-when it is complete, so the final path holds either nothing, the old file, or the complete new one.
+The writer streams to any location (a local path, s3://...) through store.writing_stream: on a
+local disk into a temporary file renamed over the destination when it is complete, on an object
+store into an upload completed only then; so the destination holds either nothing, the old
+file, or the complete new one.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ import pyarrow.csv
 import pyarrow.json
 import pyarrow.parquet as pq
 
+from flows.registry.store import is_local, open_location, writing_stream
 from netcore.errors import DataFileError
-from netcore.io import atomic_path
 
 CLASSES = 10
 PROBABILITY_COLUMNS = [f"prob_{k}" for k in range(CLASSES)]
@@ -83,19 +85,59 @@ def prediction_table(
     `paths` are names as os.scandir gives them: a byte that is not UTF-8 comes as a lone
     surrogate ("\\udcff"), which Arrow's UTF-8 strings cannot hold (issue 12: such a name failed
     its whole shard); it is shown escaped in `path` and kept exactly in `path_hex`."""
-    failed = np.array([problem is not None for problem in problems], dtype=bool)
+    scored = np.array([problem is None for problem in problems], dtype=bool)
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(paths), CLASSES)
     columns = [
-        pa.array([shown(path) for path in paths], pa.string()),
-        pa.array(probabilities.argmax(axis=1), pa.int64(), mask=failed),
-        pa.array(probabilities.max(axis=1), pa.float32(), mask=failed),
-        *[pa.array(probabilities[:, k], pa.float32(), mask=failed) for k in range(CLASSES)],
-        pa.array([None if p is None else shown(p) for p in problems], pa.string()),
-        pa.array([model_version] * len(paths), pa.string()),
-        pa.array([model_alias] * len(paths), pa.string()),
-        pa.array([_hex_unless_utf8(path) for path in paths], pa.string()),
+        _texts([shown(path) for path in paths]),
+        _numbers(probabilities.argmax(axis=1).astype(np.int64), pa.int64(), scored),
+        _numbers(probabilities.max(axis=1), pa.float32(), scored),
+        *[_numbers(probabilities[:, k], pa.float32(), scored) for k in range(CLASSES)],
+        _texts([None if p is None else shown(p) for p in problems]),
+        _texts([model_version] * len(paths)),
+        _texts([model_alias] * len(paths)),
+        _texts([_hex_unless_utf8(path) for path in paths]),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+# Columns are built from their buffers, not with pa.array: that asks first whether its input is
+# a pandas object, importing pandas to find out (much of a small job's scoring;
+# docs/benchmarks.md, "Small jobs"). The same holds for reading: see labels().
+
+
+def _validity(valid: np.ndarray) -> pa.Buffer | None:
+    """Arrow's validity bitmap (a bit per row, least significant first), or None: all valid."""
+    return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _numbers(values: np.ndarray, kind: pa.DataType, valid: np.ndarray) -> pa.Array:
+    """A numeric column from a 1-d numpy array of the matching type, null where not `valid`."""
+    data = pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(kind, len(values), [_validity(valid), data])
+
+
+def _texts(texts: Sequence[str | None]) -> pa.Array:
+    """A string column, null where an entry is None."""
+    encoded = [b"" if text is None else text.encode() for text in texts]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    valid = np.array([text is not None for text in texts], dtype=bool)
+    buffers = [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(texts), buffers)
+
+
+def labels(table: pa.Table) -> np.ndarray:
+    """The predicted digits of the scored rows (int64), read from the column's buffers
+    (to_numpy, like pa.array, would import pandas)."""
+    found = []
+    for chunk in table.column("label").chunks:
+        validity, data = chunk.buffers()
+        values = np.frombuffer(data, np.int64, len(chunk), chunk.offset * 8)
+        if validity is not None and chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+            values = values[bits[chunk.offset : chunk.offset + len(chunk)].astype(bool)]
+        found.append(values)
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 def shown(text: str) -> str:
@@ -126,14 +168,12 @@ def listed_names(table: pa.Table) -> list[str]:
 
 
 @contextmanager
-def atomic_writer(path: str | Path) -> Iterator[Callable[[pa.Table], None]]:
-    """Yield `write(table)`; on a clean exit the file appears at `path` complete, at once."""
-    suffix = output_format(path)
-    with (
-        atomic_path(path) as temporary,
-        open(temporary, "wb") as stream,
-        _table_writer(suffix, stream) as write,
-    ):
+def atomic_writer(location: str | Path) -> Iterator[Callable[[pa.Table], None]]:
+    """Yield `write(table)`; on a clean exit the file appears at `location` (a local path or
+    a URL) complete, at once; on an error nothing appears."""
+    suffix = output_format(location)
+    fs, path = open_location(location)
+    with writing_stream(fs, path) as stream, _table_writer(suffix, stream) as write:
         yield write
 
 
@@ -154,13 +194,22 @@ def _table_writer(suffix: str, stream: BinaryIO) -> Iterator[Callable[[pa.Table]
         yield write_lines
 
 
-def read_part(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """A Parquet file in the prediction layout (all columns, or `columns`).
+def read_part(location: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Parquet file in the prediction layout (all columns, or `columns`), at a local path or
+    a URL.
 
     Read through ParquetFile, not pq.read_table: that one imports pyarrow.dataset on its first
     call, a large part of a small batch-prediction flow (docs/benchmarks.md)."""
+    fs, path = open_location(location)
+    if is_local(fs):
+        return _read_part(path, columns)
+    with fs.open(path, "rb") as stream:
+        return _read_part(stream, columns)
+
+
+def _read_part(source: str | BinaryIO, columns: Sequence[str] | None) -> pa.Table:
     names = list(columns) if columns else SCHEMA.names
-    with pq.ParquetFile(path) as part:
+    with pq.ParquetFile(source) as part:
         present = set(part.schema_arrow.names)
         table = part.read(columns=[name for name in names if name in present])
     return _in_layout(table, names)

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flows.paths import ONNX_FILE
@@ -31,7 +30,7 @@ from flows.registry.versions import PublishedModel, load_published
 @dataclass
 class PredictPlan:
     source: Source
-    output: Path
+    output: str  # a local path or a URL
     published: PublishedModel
     work: WorkFolder
     done: set[str]  # paths an earlier run already scored (resume)
@@ -59,16 +58,16 @@ class PredictPlan:
     ) -> PredictPlan:
         started = time.perf_counter()
         workers = workers or default_workers()
-        source, output_path = check_arguments(input, output)
+        source, output = check_arguments(input, output)
         published = load_published(model)
         if engine == "onnx" and published.onnx is None:
             raise PredictError(f"{published.location} has no {ONNX_FILE}: use --engine netcore")
-        work = WorkFolder.next_to(output_path)
+        work = WorkFolder.next_to(output)
         job = {"input": source.shown_as, "model": published.location, "max_pixels": max_pixels}
         done = work.start(job, resume)
         return cls(
             source=source,
-            output=output_path,
+            output=output,
             published=published,
             work=work,
             done=done,
@@ -105,7 +104,7 @@ class PredictPlan:
         seconds = time.perf_counter() - self.started
         return {
             "input": self.source.shown_as,
-            "output": str(self.output),
+            "output": self.output,
             "model_version": self.published.version,
             "model_alias": self.published.alias,
             "model": self.published.location,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ import numpy as np
 import pyarrow as pa
 
 from flows.predict.output import CLASSES, SCHEMA, atomic_writer, prediction_table
-from flows.predict.shards import Merge
+from flows.predict.shards import Merge, part_of
+from flows.predict.sources import PredictError, reading_ahead
+from flows.registry.store import open_location, storage_errors
 from netcore.config import NetworkConfig
 from netcore.images import DEFAULT_MAX_PIXELS, load_digits
 from netcore.network import Network
@@ -92,18 +95,20 @@ def onnx_session(model: bytes) -> Any:
 @dataclass(frozen=True)
 class ShardJob:
     """Score the files named in `listing` (a JSON list of relative paths, opened with
-    `opener(path)`) and write their rows next to it, to `part`. Only paths and the model travel:
-    the list of names stays in its file (Prefect would otherwise inspect every name)."""
+    `opener(path)`) and write their rows next to it, to `part`. Only locations and the model
+    travel: the list of names stays in its file (Prefect would otherwise inspect every name).
+    `listing` is a local path or a URL (s3://...): on a Dask cluster the worker that scores the
+    shard reads it and writes the part itself."""
 
     number: int
-    listing: Path
+    listing: str
     opener: Callable[[str], BinaryIO]
     model: ModelPayload
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
-    def part(self) -> Path:
-        return self.listing.with_suffix(".parquet")
+    def part(self) -> str:
+        return part_of(self.listing)
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def score_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> pa.Table:
     """Decode, normalize and score `files`: one row each, errors included."""
-    pixels, problems = load_digits(files, opener, max_pixels)
+    pixels, problems = load_digits(files, reading_ahead(opener, files), max_pixels)
     probabilities = model.predict_proba(pixels)
     return prediction_table(files, probabilities, problems, model.version, model.alias)
 
@@ -129,7 +134,7 @@ def score_shard(job: ShardJob, map_chunks: Callable = map) -> ShardResult:
     """Score every file of the shard, CHUNK files per call of `score_files` mapped with
     `map_chunks` (the built-in map, or a process pool's: idle workers then take over the rest of
     a shard, so none waits for a slow one), and write the part file."""
-    files = json.loads(job.listing.read_text())
+    files = json.loads(_read_listing(job.listing))
     chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
     score = functools.partial(
         score_files, opener=job.opener, model=job.model, max_pixels=job.max_pixels
@@ -141,6 +146,21 @@ def score_shard(job: ShardJob, map_chunks: Callable = map) -> ShardResult:
     return ShardResult(job.number, table.num_rows - failed, failed)
 
 
+def _read_listing(listing: str) -> bytes:
+    """A shard's listing; a PredictError in one line if this process cannot see it (a Dask
+    worker on another machine, given an output on a disk of the flow's machine only)."""
+    fs, path = open_location(listing)
+    with storage_errors(listing):
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            raise PredictError(
+                f"{listing}: not found on {socket.gethostname()}, where this shard runs: a Dask "
+                "cluster on other machines needs the output in object storage (s3://...) or in "
+                "a folder they all share, and the input too"
+            ) from None
+
+
 def warm_up() -> None:
     """Write, read back and count one row, as scoring and merging do. pyarrow imports pandas and
     more on first use (most of a second): this moves that cost out of the first shard, to where
@@ -149,4 +169,4 @@ def warm_up() -> None:
         part = Path(folder) / "warm-up.parquet"
         with atomic_writer(part) as write:
             write(prediction_table(["warm-up.png"], np.full((1, CLASSES), 0.1), [None], ""))
-        Merge(lambda table: None).add(part)
+        Merge(lambda table: None).add(str(part))

@@ -5,22 +5,25 @@ cut into shards.
     done = work.start({"input": "/scans", "model": "v3"}, resume=True)   # locked; paths scored
     with work.merging("out/predictions.parquet") as merge:   # earlier parts go in first
         for number, files in enumerate(shards(listing, 5000, workers, done)):
-            job_listing = work.listing(number, files)       # part-<run>-000000.json
+            job_listing = work.listing(number, files)       # .../part-<run>-000000.json
             ...                                              # score it (flows.predict.score)
-            merge.add(job_listing.with_suffix(".parquet"))   # appended to the output as it comes
+            merge.add(part_of(job_listing))                  # appended to the output as it comes
     # the output is complete now, and the work folder gone
 
-Part files are Parquet in the prediction layout (flows.predict.output) and written atomically, so
-after a crash or a kill each part is complete or absent: a resumed run scores exactly the files no
-part holds yet, and the output has each once. One run at a time owns an output and its work
-folder (flows.predict.lock): a second one refuses, so a live run's parts are never deleted.
+The output, and so its work folder, may be a local path or a URL (s3://bucket/out.parquet: its
+parts are objects under s3://bucket/out.parquet.parts/, written by whichever machine scores the
+shard). Part files are Parquet in the prediction layout (flows.predict.output) and written
+atomically, so after a crash or a kill each part is complete or absent: a resumed run, from any
+machine that reaches the output, scores exactly the files no part holds yet, and the output has
+each once. One run at a time owns an output and its work folder (flows.predict.lock): a second
+one refuses, so a live run's parts are never deleted.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import shutil
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,13 +34,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from flows.predict.lock import OutputLock
-from flows.predict.output import CLASSES, atomic_writer, listed_names, read_part
+from flows.predict.lock import OutputLock, take_output_lock
+from flows.predict.output import CLASSES, atomic_writer, labels, listed_names, read_part
 from flows.predict.sources import PredictError
+from flows.registry.store import display, open_location, remove_tree, storage_errors, write_whole
 from netcore.errors import DataFileError, DiskFullError
-from netcore.io import TEMPORARY_GLOB, write_atomic, write_json
+from netcore.io import TEMPORARY_GLOB
 
 JOB_FILE = "job.json"
+PART_NAME = re.compile(r"part-\d+-\d+\.(json|parquet)")
 # Files per shard: the unit of work (one Prefect task, whose CPU cost between the flow and its API
 # server is fixed: few large shards beat many small ones), of memory (a few KB a file in a
 # worker) and of resume. docs/benchmarks.md ("Memory") measures the choice.
@@ -62,12 +67,16 @@ class Totals:
 class WorkFolder:
     """The part files of one output, in `<output>.parts/` next to it, plus `job.json` naming the
     job they belong to (a resume must be the same job). A run owns it, and the output, from
-    `start` to the end of `merging` (flows.predict.lock: `<output>.lock`)."""
+    `start` to the end of `merging` (flows.predict.lock: `<output>.lock`). Locations it hands
+    out (listings, parts) are local paths or URLs, as the output is."""
 
     def __init__(self, output: str | Path):
-        self.output = Path(output)
-        self.folder = self.output.with_name(self.output.name + ".parts")
+        self.output = str(output)
+        self.fs, path = open_location(self.output)
+        self.path = f"{path}.parts"  # on self.fs
+        self.folder = display(self.fs, self.path)
         self.run = ""
+        self.kept: list[str] = []  # an earlier run's parts, resumed: they go into the output first
         self.lock: OutputLock | None = None
 
     @classmethod
@@ -78,12 +87,13 @@ class WorkFolder:
         """Take the output's lock (a PredictError names the run holding it), and get ready to
         score `job`; returns the paths already scored (only when resuming the same job;
         otherwise any earlier parts are deleted: those of a run that is gone)."""
-        self.lock = OutputLock.take(self.output)
-        try:
-            return self._start(job, resume)
-        except BaseException:
-            self.release()
-            raise
+        with storage_errors(self.output):
+            self.lock = take_output_lock(self.output)
+            try:
+                return self._start(job, resume)
+            except BaseException:
+                self.release()
+                raise
 
     def release(self) -> None:
         """Let go of the output (done by `merging`; a process that dies lets go by itself)."""
@@ -92,39 +102,57 @@ class WorkFolder:
             self.lock = None
 
     def _start(self, job: dict, resume: bool) -> set[str]:
-        job_file = self.folder / JOB_FILE
+        fs = self.fs
+        job_file = f"{self.path}/{JOB_FILE}"
         # Parts names sort by run, then shard: the output lists earlier runs first.
         self.run = f"{time.time_ns():020d}"
-        if resume and job_file.is_file():
-            earlier = json.loads(job_file.read_text())
+        fs.invalidate_cache(self.path)  # s3fs caches listings: see the store as it is now
+        if resume and fs.isfile(job_file):
+            earlier = json.loads(fs.cat_file(job_file))
             if earlier != job:
                 raise DataFileError(
-                    job_file,
+                    display(fs, job_file),
                     f"belongs to another job ({earlier}, now {job}): start over without resuming",
                 )
-            for leftover in self.folder.glob(TEMPORARY_GLOB):  # a part being written when killed
-                leftover.unlink()
+            # A part being written when its run was killed (on an object store an unfinished
+            # upload is invisible: nothing to remove).
+            for leftover in fs.glob(f"{self.path}/{TEMPORARY_GLOB}"):
+                fs.rm_file(leftover)
+            # These parts, and no other, go into the output: a shard of the earlier run still
+            # being scored by a Dask worker may yet write its part, and its files are scored
+            # again by this run.
+            self.kept = self.parts()
             return {
                 name
-                for part in self.parts()
+                for part in self.kept
                 for name in listed_names(read_part(part, ["path", "path_hex"]))
             }
-        if self.folder.exists():
-            if not job_file.is_file():
+        if fs.exists(self.path):
+            if not self._is_work_folder():
                 raise DataFileError(self.folder, "exists and is not a work folder: not touching it")
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True)
-        write_json(job_file, job)
+            remove_tree(fs, self.path)
+        write_whole(fs, job_file, (json.dumps(job, indent=2) + "\n").encode())
         return set()
 
-    def listing(self, number: int, files: Sequence[str]) -> Path:
-        """Write shard `number`'s list of files; its part will be the same name, .parquet."""
-        path = self.folder / f"part-{self.run}-{number:06d}.json"
-        text = json.dumps(list(files))
-        return write_atomic(path, lambda temporary: temporary.write_text(text))
+    def _is_work_folder(self) -> bool:
+        """Whether the existing folder is ours to clear: it has a job.json, or holds only part
+        files (a shard of a run that was killed, finished by a Dask worker after its run's
+        work folder was removed)."""
+        names = [path.rsplit("/", 1)[-1] for path in self.fs.ls(self.path, detail=False)]
+        return JOB_FILE in names or all(PART_NAME.fullmatch(name) for name in names)
 
-    def parts(self) -> list[Path]:
-        return sorted(self.folder.glob("part-*.parquet"))
+    def listing(self, number: int, files: Sequence[str]) -> str:
+        """Write shard `number`'s list of files; its part will be the same name, .parquet
+        (`part_of`)."""
+        path = f"{self.path}/part-{self.run}-{number:06d}.json"
+        write_whole(self.fs, path, json.dumps(list(files)).encode())
+        return display(self.fs, path)
+
+    def parts(self) -> list[str]:
+        self.fs.invalidate_cache(self.path)
+        return [
+            display(self.fs, path) for path in sorted(self.fs.glob(f"{self.path}/part-*.parquet"))
+        ]
 
     @contextmanager
     def merging(self, output: str | Path) -> Iterator[Merge]:
@@ -132,12 +160,14 @@ class WorkFolder:
         part in memory at a time; on a clean exit the output appears complete (atomically) and
         the work folder is deleted; on an error the output is untouched and the parts stay."""
         try:
-            with atomic_writer(output) as write:
+            with storage_errors(output), atomic_writer(output) as write:
                 merge = Merge(write)
-                for part in self.parts():
+                for part in self.kept:
                     merge.add(part)
                 yield merge
-            shutil.rmtree(self.folder)
+                if self.lock is not None:
+                    self.lock.check()  # still ours: only now may the output appear
+            remove_tree(self.fs, self.path)
         except DiskFullError as error:  # a part, a listing or the output itself
             raise PredictError(
                 f"{error}; the finished shards are kept in {self.folder}: free some space, "
@@ -147,6 +177,11 @@ class WorkFolder:
             self.release()
 
 
+def part_of(listing: str) -> str:
+    """The part file a shard's listing is scored into: the same name, .parquet."""
+    return listing.removesuffix(".json") + ".parquet"
+
+
 class Merge:
     """Appends part files to an output; `totals` says what the output holds so far."""
 
@@ -154,10 +189,10 @@ class Merge:
         self.write = write
         self.totals = Totals()
 
-    def add(self, part: str | Path) -> None:
+    def add(self, part: str) -> None:
         table = read_part(part)
         self.write(table)
-        self.totals.add(table.column("label").drop_null().to_numpy(), table.num_rows)
+        self.totals.add(labels(table), table.num_rows)
 
 
 def shards(

@@ -24,17 +24,22 @@ An fsspec URL is listed with the filesystem's walk, images matched by extension 
 
 from __future__ import annotations
 
+import functools
+import io
+import itertools
 import os
 import stat
 import tempfile
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from flows.paths import default_predictions
 from flows.predict.output import output_format
+from flows.registry.store import check_bucket, is_url, open_location, storage_errors
 from netcore.errors import DataFileError, NetcoreError
 from netcore.images import is_image_name
 
@@ -48,6 +53,17 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Jobs of at most this many files are scored in the flow's own process, without worker
+# processes: starting those costs more than they save (docs/benchmarks.md, "Small jobs").
+SMALL_JOB = 1000
+
+
+def is_small(source: Source) -> bool:
+    """Whether `source` holds at most SMALL_JOB image files: a look at the start of its
+    listing, which stops after SMALL_JOB + 1 (a few milliseconds for a local folder)."""
+    return sum(1 for _ in itertools.islice(source.listing(Counter()), SMALL_JOB + 1)) <= SMALL_JOB
+
+
 @dataclass
 class Source:
     """Where the images are: `listing(skipped)` yields relative paths, `opener` opens them."""
@@ -59,48 +75,118 @@ class Source:
 
 def image_source(location: str) -> Source:
     """A local folder (file:// too), or any other fsspec URL (e.g. s3://bucket/scans)."""
-    if "://" not in location or location.startswith("file://"):
+    if not is_url(location):
         root = Path(location.removeprefix("file://")).resolve()
         if not root.is_dir():
             raise PredictError(f"{location}: no such folder")
         return Source(lambda skipped: scan_images(root, skipped), LocalFiles(root), str(root))
-    import fsspec
+    fs, root = open_location(location)
+    with storage_errors(location):
+        fs.invalidate_cache(root)
+        if not fs.isdir(root):
+            check_bucket(fs, root)  # a missing bucket says so
+            raise PredictError(f"{location}: not a folder (nothing under that prefix)")
+    return Source(functools.partial(_walk, fs, root, location), FsspecFiles(fs, root), location)
 
-    fs, root = fsspec.core.url_to_fs(location)
-    root = root.rstrip("/")
-    if not fs.isdir(root):
-        raise PredictError(f"{location}: not a folder")
-    return Source(lambda skipped: _walk(fs, root, skipped), FsspecFiles(fs, root), location)
 
-
-def _walk(fs: Any, root: str, skipped: Counter) -> Iterator[str]:
-    for folder, _, files in fs.walk(root):
-        prefix = folder[len(root) :].strip("/")
-        for name in files:
-            if is_image_name(name):
-                yield f"{prefix}/{name}" if prefix else name
-            else:
-                skipped["not an image"] += 1
+def _walk(fs: Any, root: str, location: str, skipped: Counter) -> Iterator[str]:
+    """The image files under `root` on an object store (or any fsspec filesystem), one
+    "folder" (a prefix up to the next `/`, listed whole) at a time. Each folder's listing is
+    dropped from s3fs's listings cache once walked: it keeps kilobytes a key
+    (docs/scaling.md), so a run over millions of files would otherwise hold all of them."""
+    with storage_errors(location):
+        for folder, _, files in fs.walk(root):
+            prefix = folder[len(root) :].strip("/")
+            for name in files:
+                if is_image_name(name):
+                    yield f"{prefix}/{name}" if prefix else name
+                else:
+                    skipped["not an image"] += 1
+            fs.invalidate_cache(folder)
 
 
 class FsspecFiles:
-    """Opens files by their path relative to a root on an fsspec filesystem (picklable)."""
+    """Opens files by their path relative to a root on an fsspec filesystem (picklable): one
+    GET each on an object store (fs.open would ask for the size first, a second request)."""
 
     def __init__(self, fs: Any, root: str):
         self.fs, self.root = fs, root
 
     def __call__(self, relative: str) -> BinaryIO:
-        return self.fs.open(f"{self.root}/{relative}", "rb")
+        return io.BytesIO(self.fs.cat_file(f"{self.root}/{relative}", **self.one_request))
+
+    @property
+    def one_request(self) -> dict[str, int]:
+        """Options for reading a file whole with one request: s3fs otherwise asks for its size
+        first (a HEAD), to split a large file over concurrent requests."""
+        return {"max_concurrency": 1} if "s3" in self.fs.protocol else {}
 
 
-def check_arguments(input: str, output: str | None) -> tuple[Source, Path]:
-    """The image source and the output path, or a PredictError / ValueError saying what is
-    wrong with them (before any work is done). A missing output folder is created."""
+# Files fetched at once from an object store when scoring (ReadAhead): their bytes are held
+# until read, so memory grows with this times the largest file.
+READ_AHEAD = 32
+
+
+def reading_ahead(opener: Callable[[str], BinaryIO], names: Sequence[str]) -> Callable:
+    """An opener for reading `names` in this order. From an object store each file costs a
+    round trip, and one at a time a worker mostly waits (62 MNIST files a second from the S3
+    test server, docs/scaling.md): the next READ_AHEAD are fetched together, concurrently
+    (fsspec's cat). A local folder's opener is returned as it is."""
+    return ReadAhead(opener, names) if isinstance(opener, FsspecFiles) else opener
+
+
+class ReadAhead:
+    def __init__(self, files: FsspecFiles, names: Sequence[str]):
+        self.files = files
+        self.names = list(names)
+        self.position = {name: index for index, name in enumerate(self.names)}
+        self.fetched: dict[str, bytes | BaseException] = {}
+
+    def __call__(self, name: str) -> BinaryIO:
+        if name not in self.fetched:
+            if name not in self.position:
+                return self.files(name)
+            start = self.position[name]
+            batch = self.names[start : start + READ_AHEAD]
+            # cat_ranges, not cat: cat would read "[", "*" and "?" in a name as a pattern.
+            paths = [f"{self.files.root}/{each}" for each in batch]
+            found = self.files.fs.cat_ranges(
+                paths, None, None, on_error="return", **self.files.one_request
+            )
+            self.fetched = dict(zip(batch, found, strict=True))
+        data = self.fetched.pop(name)
+        if isinstance(data, BaseException):
+            raise data
+        return io.BytesIO(data)
+
+
+def check_arguments(input: str, output: str | None, model: str | None = None) -> tuple[Source, str]:
+    """The image source and the output location (a local path or a URL), or a PredictError /
+    ValueError saying what is wrong with them (before any work is done; a model on an object
+    store: whether its bucket is there). A missing output folder is created."""
+    if model and is_url(model):
+        fs, path = open_location(model)
+        with storage_errors(model):
+            check_bucket(fs, path)
     source = image_source(input)
-    output_path = Path(output) if output else default_predictions(input)
-    output_format(output_path)
-    check_writable(output_path.parent)
-    return source, output_path
+    output = output or str(default_predictions(input))
+    output_format(output)
+    if is_url(output):
+        check_writable_store(output)
+    else:
+        check_writable(Path(output).parent)
+    return source, output
+
+
+def check_writable_store(output: str) -> None:
+    """Write (and remove) an object beside `output` on its object store, as the output, its
+    work folder and its lock will be written there: an unreachable store, a missing bucket or
+    refused credentials are a StorageError in one line, before anything starts."""
+    fs, path = open_location(output)
+    probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
+    with storage_errors(output):
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
 
 
 def check_writable(folder: Path) -> None:

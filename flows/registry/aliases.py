@@ -52,10 +52,10 @@ from flows.registry.store import (
     create_exclusively,
     display,
     is_local,
-    open_registry,
+    open_location,
     registry_lock,
+    write_whole,
 )
-from netcore.io import write_atomic
 
 LATEST = "latest"  # moved by publishing, never by a promotion
 PRODUCTION = "production"  # what predict, report and the scheduler's inbox use by default
@@ -211,7 +211,7 @@ def _paths(fs: fsspec.AbstractFileSystem, root: str) -> tuple[str, str]:
 
 def read_history(registry: str) -> History:
     """The registry's alias history, verified (an empty History when it has none)."""
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     return _read(fs, root)
 
 
@@ -312,11 +312,7 @@ def _write_head(fs: fsspec.AbstractFileSystem, path: str, history: History) -> N
         current = 0
     if isinstance(current, int) and current >= len(history.entries):
         return
-    data = (json.dumps(_head_document(history), indent=2) + "\n").encode()
-    if is_local(fs):
-        write_atomic(path, lambda temporary: temporary.write_bytes(data))
-    else:
-        fs.pipe_file(path, data)
+    write_whole(fs, path, (json.dumps(_head_document(history), indent=2) + "\n").encode())
 
 
 class _Anything:
@@ -341,7 +337,7 @@ def move_alias(
     check_alias_name(alias)
     if action not in ACTIONS or not VERSION_NAME.match(to):
         raise ValueError(f"not a move: {action} {alias} to {to}")
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     folder, head_path = _paths(fs, root)
     with registry_lock(fs, root):
         for _ in range(MAX_ATTEMPTS):

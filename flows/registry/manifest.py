@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from flows.registry.store import RegistryError, display, open_registry, sha256_on
+from flows.registry.store import RegistryError, display, open_location, sha256_on
 from netcore.config import NetworkConfig
 from netcore.io import sha256_file
 from netcore.weights import CONFIG_FILE, WEIGHTS_FILE
@@ -49,7 +49,7 @@ def write_manifest(folder: Path, version: str, provenance: dict[str, Any]) -> di
 def read_manifest(location: str, shown_as: str | None = None) -> dict[str, Any]:
     """The manifest of the version folder at `location`, parsed and shape-checked (not verified);
     errors name it as `shown_as` (where `location` is a local copy)."""
-    fs, folder = open_registry(location)
+    fs, folder = open_location(location)
     shown = f"{shown_as or display(fs, folder)}/{MANIFEST_FILE}"
     try:
         manifest = json.loads(fs.cat_file(f"{folder}/{MANIFEST_FILE}"))
@@ -67,7 +67,7 @@ def verify(location: str, shown_as: str | None = None) -> dict[str, Any]:
     manifest, or raises RegistryError naming the first missing or changed file (as `shown_as`,
     where `location` is a local copy of it)."""
     manifest = read_manifest(location, shown_as)
-    fs, folder = open_registry(location)
+    fs, folder = open_location(location)
     location = shown_as or location
     for required in (WEIGHTS_FILE, CONFIG_FILE):
         if required not in manifest["files"]:

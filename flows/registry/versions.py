@@ -60,14 +60,17 @@ from flows.registry.manifest import (
 )
 from flows.registry.store import (
     RegistryError,
+    check_bucket,
     create_exclusively,
     display,
     is_local,
-    open_registry,
+    open_location,
     registry_lock,
+    storage_errors,
+    write_whole,
 )
 from netcore.errors import ModelFileError
-from netcore.io import write_atomic, writing
+from netcore.io import writing
 from netcore.mnist import IMAGE_SIDE, NUM_CLASSES
 from netcore.network import Network
 from netcore.weights import CONFIG_FILE, load_model
@@ -113,7 +116,7 @@ def _version_dirs(fs: fsspec.AbstractFileSystem, root: str) -> dict[int, str]:
 
 def list_versions(registry: str) -> list[str]:
     """Published versions (those with a manifest.json), oldest first."""
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     return [
         f"v{number}"
         for number, path in sorted(_version_dirs(fs, root).items())
@@ -136,7 +139,7 @@ def _read_alias(fs: fsspec.AbstractFileSystem, root: str) -> str | None:
 def version_summaries(registry: str) -> list[dict[str, Any]]:
     """One line of facts per published version, oldest first, read from the manifests (not
     verified: `load_published` / `digitflow models show` do that)."""
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     versions = list_versions(registry)
     latest = _read_alias(fs, root)
     aliases: dict[str, list[str]] = {latest: [ALIAS]} if latest else {}
@@ -175,7 +178,7 @@ def publish(
     (e.g. a README.md that names the version), as the next version; returns (version, location).
 
     manifest.json records `provenance`, the version, the time and the sha256 of every file."""
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     if is_local(fs):
         version = _publish_local(Path(root), Path(payload_dir), describe, provenance)
     else:
@@ -274,20 +277,20 @@ def copy_files(source: Path, destination: Path) -> None:
 def update_alias(registry: str) -> str | None:
     """Point `latest` at the newest published version (under a lock, so that of two concurrent
     publishers the later update cannot go back to the older version)."""
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     with registry_lock(fs, root):
         versions = list_versions(registry)
         if not versions:
             return None
         newest = versions[-1]
         if is_local(fs):
-            write_atomic(Path(root) / ALIAS, lambda tmp: tmp.write_text(newest + "\n"))
+            write_whole(fs, f"{root}/{ALIAS}", (newest + "\n").encode())
             return newest
     # On object stores there is no lock: write the newest version seen, then look again, until
     # no newer one has appeared. The last publisher to finish sees every manifest, so `latest`
     # ends at the newest version whatever order the writes land in.
     while True:
-        fs.pipe_file(f"{root}/{ALIAS}", (newest + "\n").encode())
+        write_whole(fs, f"{root}/{ALIAS}", (newest + "\n").encode())
         seen = list_versions(registry)[-1]
         if seen == newest:
             return newest
@@ -318,7 +321,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 def resolve(registry: str, version: str = ALIAS) -> str:
     """The folder of `version` (a version name or an alias) in `registry`, as a local path or a
     URL."""
-    fs, root = open_registry(registry)
+    fs, root = open_location(registry)
     published, folders = list_versions(registry), _version_dirs(fs, root)
     if not published and not folders:
         what = "does not exist" if not fs.exists(root) else "has no published versions"
@@ -377,7 +380,13 @@ def load_published(spec: str | None = None) -> PublishedModel:
     version or alias (default production, which is latest until a first promotion), or a path
     straight to a version folder. The result records the alias it was asked for by."""
     base, version = split_spec(spec or default_registry())
-    fs, root = open_registry(base)
+    with storage_errors(base):
+        return _load(base, version)
+
+
+def _load(base: str, version: str | None) -> PublishedModel:
+    fs, root = open_location(base)
+    check_bucket(fs, root)
     if fs.exists(f"{root}/{MANIFEST_FILE}"):
         if version not in (None, ALIAS):
             raise RegistryError(f"{base} is a version folder itself; leave out '@{version}'")
@@ -390,7 +399,7 @@ def load_published(spec: str | None = None) -> PublishedModel:
         return _load_verified(location, location, alias)
     with tempfile.TemporaryDirectory() as tmp:
         # Verify and load the same bytes: a local copy, so nothing can change in between.
-        fs.get(open_registry(location)[1] + "/", tmp + "/", recursive=True)
+        fs.get(open_location(location)[1] + "/", tmp + "/", recursive=True)
         return _load_verified(tmp, location, alias)
 
 

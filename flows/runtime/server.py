@@ -11,8 +11,10 @@ server's start-up with our own imports and saves the first import altogether:
     with use_api(server):                                 # after `import prefect`
         flow(...)
 
-The server is exactly the one Prefect would start (same app factory, same flags, a SQLite
-database under PREFECT_HOME), and it is stopped when the block ends. When a Prefect API is
+The server is the one Prefect would start (same app factory, same flags, a SQLite database
+under PREFECT_HOME; its process is flows/runtime/embedded_server.py), and it is stopped when
+the block ends. The console script launches it as its very first act when the command will run
+a flow (flows/cli/entry.py); start_unless_configured then takes that one over. When a Prefect API is
 configured (PREFECT_API_URL in the environment or in the active Prefect profile), that server is
 used instead and the embedded one is never started, or stopped unused.
 
@@ -22,103 +24,42 @@ answers (`digitflow serve` and its `--check`, the Docker image's health check).
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
 import os
-import signal
-import socket
 import subprocess
-import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from flows.runtime.embedded_server import launch, take_early, wanted
 from netcore.errors import NetcoreError
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 HEALTH_TIMEOUT_SECONDS = 5.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class PrefectServerError(NetcoreError):
     """The embedded Prefect server did not start."""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _stop_with_parent() -> Callable[[], None] | None:
-    """On Linux, a function for Popen's preexec_fn that has the kernel send the server SIGTERM
-    when this process dies, even by SIGKILL: nothing else could stop it then, and it would run
-    on for good, holding its port and database (tests/reliability/test_orphans.py). The kernel
-    ties the signal to the thread that starts the server: the CLI's main thread, so the process."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return arm
-
-
 class EmbeddedServer:
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        package = importlib.util.find_spec("prefect")
-        assert package is not None and package.submodule_search_locations
-        app_dir = Path(next(iter(package.submodule_search_locations))).parent
-        # The command and flags Prefect's own SubprocessASGIServer uses for its ephemeral server.
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                str(app_dir),
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env={
-                **os.environ,
-                "PREFECT_UI_ENABLED": "0",
-                "PREFECT__SERVER_EPHEMERAL": "1",
-                "PREFECT__SERVER_FINAL": "1",
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=_stop_with_parent(),
-            # Its own session: Ctrl-C in the terminal interrupts the flow, not the server that
-            # the interrupted flow still reports its end to (use_api stops it afterwards).
-            start_new_session=True,
-        )
+    """The embedded server's process (flows/runtime/embedded_server.py) and its API URL."""
+
+    def __init__(self, process: subprocess.Popen, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.api_url = f"http://127.0.0.1:{port}/api"
 
     @classmethod
     def start_unless_configured(cls) -> EmbeddedServer | None:
-        """Start one now, unless PREFECT_API_URL is set or embedded servers are turned off."""
-        if os.environ.get("PREFECT_API_URL"):
-            return None
-        if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
-            return None
-        return cls()
+        """Start one now, or take over the one the console script launched as its first act,
+        unless PREFECT_API_URL is set or embedded servers are turned off."""
+        launched = take_early()
+        if launched is None and wanted():
+            launched = launch()
+        return cls(*launched) if launched else None
 
     def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
@@ -140,19 +81,21 @@ class EmbeddedServer:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)
         raise PrefectServerError(
             f"the embedded Prefect server did not answer within {timeout:.0f} s"
         )
 
     def stop(self) -> None:
+        """Ask the server to stop (SIGTERM), without waiting for it: its shutdown, flushing what
+        its services hold to its database, goes on for a fraction of a second (uvicorn's
+        shutdown alone sleeps 0.2 s), and a command's result does not need it. A daemon thread
+        reaps it should this process live on (a process that ends first hands it to init)."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            threading.Thread(
+                target=self.process.wait, name="reap-prefect-server", daemon=True
+            ).start()
 
 
 @contextmanager
@@ -177,7 +120,12 @@ def use_api(server: EmbeddedServer | None) -> Iterator[str | None]:
         # The embedded server speaks plain HTTP on 127.0.0.1: there is no certificate to check.
         # Saying so spares each Prefect API client's SSL context certifi's CA bundle (it still
         # loads the system's default paths), a third of their CPU cost (docs/benchmarks.md).
-        settings = {PREFECT_API_URL: server.api_url, PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}
+        # And it is this Prefect's own server: no client needs to ask for its version first.
+        settings = {
+            PREFECT_API_URL: server.api_url,
+            PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True,
+            "client.server_version_check_enabled": False,
+        }
         with temporary_settings(updates=settings):
             _start_events_worker()
             try:

@@ -23,7 +23,7 @@ from flows.predict.output import (
     read_predictions,
 )
 from flows.predict.score import ModelPayload, ShardJob, score_shard
-from flows.predict.shards import WorkFolder
+from flows.predict.shards import WorkFolder, part_of
 from flows.predict.sources import LocalFiles, PredictError
 from netcore.config import NetworkConfig
 from netcore.errors import DataFileError
@@ -167,7 +167,7 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
     for number in (0, 1):
         listing = work.listing(number, shards[number])
         score_shard(ShardJob(number, listing, LocalFiles(images), model))
-    (work.folder / ".part-x.parquet.1234.tmp").write_bytes(b"half a part")  # killed mid-write
+    (Path(work.folder) / ".part-x.parquet.1234.tmp").write_bytes(b"half a part")  # killed mid-write
     work.release()  # as the crashed run's process would, dying
 
     with pytest.raises(DataFileError, match="belongs to another job"):
@@ -194,7 +194,7 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
     assert sorted(row["path"] for row in rows) == sorted(names)
     assert (totals.scored, totals.failed) == (9, 1)
     assert sum(totals.histogram) == 9
-    assert not work.folder.exists()
+    assert not Path(work.folder).exists()
     bad = next(row for row in rows if row["path"] == "bad.png")
     assert bad["label"] is None and "not an image" in bad["error"]
     assert all(row["error"] is None for row in rows if row["path"] != "bad.png")
@@ -204,10 +204,10 @@ def test_a_fresh_start_clears_only_a_work_folder(tmp_path: Path) -> None:
     output = tmp_path / "out.parquet"
     work = WorkFolder.next_to(output)
     work.start({"input": "a"}, resume=False)
-    pq.write_table(sample_table(), work.listing(0, ["a.png"]).with_suffix(".parquet"))
+    pq.write_table(sample_table(), part_of(work.listing(0, ["a.png"])))
     work.release()
     assert WorkFolder.next_to(output).start({"input": "a"}, resume=False) == set()
-    assert not list(work.folder.glob("part-*"))
+    assert not list(Path(work.folder).glob("part-*"))
     stranger = tmp_path / "mine.parquet.parts"
     stranger.mkdir()
     (stranger / "holiday.jpg").write_bytes(b"x")
@@ -246,11 +246,13 @@ def test_one_run_at_a_time_owns_an_output(tmp_path: Path) -> None:
     output = tmp_path / "out.parquet"
     first = WorkFolder.next_to(output)
     first.start({"input": "a"}, resume=False)
-    pq.write_table(sample_table(), first.folder / "part-1-000000.parquet")  # a live run's part
+    pq.write_table(
+        sample_table(), Path(first.folder) / "part-1-000000.parquet"
+    )  # a live run's part
     second = WorkFolder.next_to(output)
     with pytest.raises(PredictError, match=rf"out.parquet: in use .* \(pid {os.getpid()} on "):
         second.start({"input": "a"}, resume=False)
-    assert (first.folder / "part-1-000000.parquet").exists()  # never deleted under it
+    assert (Path(first.folder) / "part-1-000000.parquet").exists()  # never deleted under it
     with first.merging(output):
         pass
     assert output.exists() and not output.with_name("out.parquet.lock").exists()
