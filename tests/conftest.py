@@ -79,17 +79,13 @@ def untrained_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with S3Server.start(tmp_path_factory.mktemp("s3")) as server:
-        saved = {name: os.environ.get(name) for name in server.env}
-        os.environ.update(server.env)
-        try:
-            yield server
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with (
+        S3Server.start(tmp_path_factory.mktemp("s3")) as server,
+        pytest.MonkeyPatch.context() as env,
+    ):
+        for name, value in server.env.items():  # for s3fs here and in child processes
+            env.setenv(name, value)
+        yield server
 
 
 @pytest.fixture(scope="module")
