@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from flows.registry.versions import publish
 from netcore.config import recipe
 from netcore.network import Network
 from netcore.weights import save_model
+from tests.servers import free_port
 
 WORKSPACE = Path(tempfile.gettempdir()) / "digitflow-bench"
 DIGITFLOW = str(Path(sys.executable).parent / "digitflow")
@@ -102,9 +102,7 @@ def run_predict(folder: Path, output: Path, *options: str, arch: str = "mlp") ->
 @contextmanager
 def prefect_server() -> Iterator[str]:
     """`prefect server start` as `make server` runs it, on a free port; yields its API URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = predict_env() | {"PREFECT_HOME": str(WORKSPACE / "prefect-server-home")}
     env.pop("PREFECT_API_URL", None)
     command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.runtime.server import server_problem
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITFLOW = [str(Path(sys.executable).parent / "digitflow")]
@@ -100,12 +100,6 @@ def start(
         text=True,
         preexec_fn=preexec_fn,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
