@@ -74,6 +74,11 @@ class Layer:
         """Use `params` and `grads` (local name -> view into the network's flat vectors)."""
         self.params, self.grads = params, grads
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """y alone, for predicting: the forward pass (no rng: dropout is the identity), without
+        keeping what backward needs where that costs (MaxPool2D's masks)."""
+        return self.forward(x)[0]
+
     def flops_per_example(self) -> int:
         """Multiply-adds x 2 of the forward pass (0 for layers that only move or compare)."""
         return 0
@@ -264,6 +269,12 @@ class MaxPool2D(Layer):
         left, right = rows[:, :, 0::2], rows[:, :, 1::2]  # (n, h, w, C)
         rightward = right > left
         return np.maximum(left, right), (lower, rightward)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The same maxima without the masks, which cost several times the maxima themselves."""
+        h, w, _ = self.output_shape
+        rows = np.maximum(x[:, 0 : 2 * h : 2, : 2 * w], x[:, 1 : 2 * h : 2, : 2 * w])
+        return np.maximum(rows[:, :, 0::2], rows[:, :, 1::2])
 
     def backward(
         self, masks: tuple, g: np.ndarray, need_input_grad: bool = True

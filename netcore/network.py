@@ -186,7 +186,7 @@ class Network:
         batch_size = min(batch_size, self.predict_batch)
         out = np.empty((len(x), self.num_classes), dtype=self.dtype)
         for start in range(0, len(x), batch_size):
-            logits, _ = self.forward(np.asarray(x[start : start + batch_size], dtype=self.dtype))
+            logits = self._predict_batch(x[start : start + batch_size])
             out[start : start + batch_size] = softmax(logits)
         return out
 
@@ -195,7 +195,7 @@ class Network:
         batch_size = min(batch_size, self.predict_batch)
         out = np.empty(len(x), dtype=np.int64)
         for start in range(0, len(x), batch_size):
-            logits, _ = self.forward(np.asarray(x[start : start + batch_size], dtype=self.dtype))
+            logits = self._predict_batch(x[start : start + batch_size])
             out[start : start + batch_size] = logits.argmax(axis=1)
         return out
 
@@ -204,9 +204,16 @@ class Network:
         batch_size = min(batch_size, self.predict_batch)
         out = np.empty((len(x), self.num_classes), dtype=self.dtype)
         for start in range(0, len(x), batch_size):
-            logits, _ = self.forward(np.asarray(x[start : start + batch_size], dtype=self.dtype))
-            out[start : start + batch_size] = logits
+            out[start : start + batch_size] = self._predict_batch(x[start : start + batch_size])
         return out
+
+    def _predict_batch(self, x: np.ndarray) -> np.ndarray:
+        """Logits `(batch, classes)` for inputs `(batch, 784)`, predicting: the layers' `predict`
+        (their forward without what backward needs)."""
+        h = np.asarray(x, dtype=self.dtype).reshape(len(x), *self.example_shape)
+        for layer in self.layers:
+            h = layer.predict(h)
+        return h
 
 
 if __name__ == "__main__":

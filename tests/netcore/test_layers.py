@@ -186,6 +186,34 @@ def test_maxpool_sends_a_tied_window_gradient_to_one_input_only():
     assert grad_x.sum() == 1.0 and np.count_nonzero(grad_x) == 1
 
 
+@pytest.mark.parametrize(
+    ("spec", "input_shape"),
+    [
+        ({"type": "dense", "units": 4}, (5,)),
+        ({"type": "conv2d", "filters": 3, "kernel": 3, "padding": "same"}, (6, 5, 2)),
+        ({"type": "maxpool2d"}, (5, 7, 2)),
+        ({"type": "relu"}, (4, 3, 2)),
+        ({"type": "flatten"}, (3, 2, 4)),
+        ({"type": "dropout", "rate": 0.4}, (12,)),
+    ],
+)
+def test_predict_is_the_forward_pass_without_its_cache(spec, input_shape):
+    rng = np.random.default_rng(3)
+    layer = _bound(spec, input_shape, rng)
+    # Rounded values: max-pool windows with ties, as a flat background gives.
+    x = np.round(rng.standard_normal((4, *input_shape)), 1)
+    np.testing.assert_array_equal(layer.predict(x.copy()), layer.forward(x.copy())[0])
+
+
+def test_network_predicts_with_the_forward_pass_logits():
+    config = NetworkConfig(layers=SMALL_CNN, input_shape=[8, 8, 1])
+    net = Network(config, np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).random((5, 64))
+    logits, _ = net.forward(x)
+    np.testing.assert_array_equal(net.logits(x), logits)
+    np.testing.assert_array_equal(net.predict(x), logits.argmax(axis=1))
+
+
 SMALL_CNN = [
     {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "same"},
     {"type": "maxpool2d"},
