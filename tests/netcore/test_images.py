@@ -8,6 +8,7 @@ and hostile files (empty, truncated, random bytes, decompression bombs) must eac
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -71,6 +72,11 @@ def test_extensions_match_case_insensitively() -> None:
     assert is_image_name("dir.v2/i.WebP")
     for name in ["notes.txt", "png", "a.png.bak", "model.safetensors", ".png.swp"]:
         assert not is_image_name(name), name
+    # Extensions as os.path.splitext finds them: a name's leading dots start none.
+    for name in [".png", "..png", "dir/.PNG", "a.png/b", "", ".", "x."]:
+        assert is_image_name(name) == (os.path.splitext(name)[1].lower() == ".png"), name
+    for name in [".hidden.png", "a..png", "dir/..x.jpg"]:
+        assert is_image_name(name), name
 
 
 def save(image: Image.Image, path: Path, **options) -> Path:
