@@ -127,7 +127,7 @@ def use_api(server: EmbeddedServer | None) -> Iterator[str | None]:
             "client.server_version_check_enabled": False,
         }
         with temporary_settings(updates=settings):
-            _start_events_worker()
+            _start_prefect_workers()
             try:
                 yield server.api_url
             finally:
@@ -136,13 +136,16 @@ def use_api(server: EmbeddedServer | None) -> Iterator[str | None]:
         server.stop()
 
 
-def _start_events_worker() -> None:
-    """Start Prefect's events worker as part of start-up. Left to itself it starts on the first
-    event, the first task's, and builds its two API clients (their SSL contexts cost a tenth of
-    a second of CPU, docs/benchmarks.md) while the flow's first tasks run."""
+def _start_prefect_workers() -> None:
+    """Start Prefect's events and API-log workers as part of start-up. Left to themselves they
+    start on the first event and the first log line, at the flow's start, and each builds its
+    API clients there (their SSL contexts cost tens of milliseconds of CPU each,
+    docs/benchmarks.md) while the flow lists and scores its first files."""
     from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
 
     EventsWorker.instance()
+    APILogWorker.instance()
 
 
 def _drain_prefect_workers(timeout: float = 10.0) -> None:
