@@ -4,9 +4,9 @@ version, one output row per file (`digitflow predict`, flows/cli/predict.py).
     summary = predict_flow("scans/", model="data/models@v3", output="out/scans.parquet")
 
 1. The folder is listed lazily (flows.predict.sources) and cut into shards of
-   `shard_size` files, one round of `workers` shards at a time (the last round cut evenly); at
-   most 2 x `workers` shards are in flight, so memory depends on the shard size, not on the
-   folder's size.
+   `shard_size` files (with Dask, or without worker processes, one round of `workers` shards at
+   a time, the last round cut evenly: flows.predict.plan); at most 2 x `workers` shards are in
+   flight, so memory depends on the shard size, not on the folder's size.
 2. Each shard is one Prefect task (flows.predict.score.score_shard), given paths only: its list of
    files is a JSON file in `<output>.parts/`, next to which it writes its rows as a Parquet part
    (atomically). With the default thread task runner the task spreads the shard, in chunks of

@@ -85,7 +85,12 @@ class PredictPlan:
         onnx = published.onnx if self.engine == "onnx" else None
         payload = ModelPayload.of(published.version, published.network, published.alias, onnx)
         files = self.source.listing(self.skipped)
-        listing = shards(files, self.shard_size, self.workers, self.done)
+        # A task that runs where it is (a thread, a Dask worker) keeps one worker busy: a round
+        # of `workers` shards, the last cut evenly, keeps all busy. A task that spreads its chunks
+        # over the worker processes keeps them all busy alone (an idle one takes the next chunk
+        # of any shard): a round of one shard, so a small folder is one task, not `workers`.
+        parts = 1 if self.processes else self.workers
+        listing = shards(files, self.shard_size, parts, self.done)
         for number, files in zip(itertools.count(), listing, strict=False):
             listed = self.work.listing(number, files)
             yield ShardJob(number, listed, self.source.opener, payload, self.max_pixels)

@@ -4,7 +4,7 @@ cut into shards.
     work = WorkFolder.next_to("out/predictions.parquet")     # out/predictions.parquet.parts/
     done = work.start({"input": "/scans", "model": "v3"}, resume=True)   # locked; paths scored
     with work.merging("out/predictions.parquet") as merge:   # earlier parts go in first
-        for number, files in enumerate(shards(listing, 5000, workers, done)):
+        for number, files in enumerate(shards(listing, 10_000, workers, done)):
             job_listing = work.listing(number, files)       # .../part-<run>-000000.json
             ...                                              # score it (flows.predict.score)
             merge.add(part_of(job_listing))                  # appended to the output as it comes
@@ -44,9 +44,10 @@ from netcore.io import TEMPORARY_GLOB
 JOB_FILE = "job.json"
 PART_NAME = re.compile(r"part-\d+-\d+\.(json|parquet)")
 # Files per shard: the unit of work (one Prefect task, whose CPU cost between the flow and its API
-# server is fixed: few large shards beat many small ones), of memory (a few KB a file in a
-# worker) and of resume. docs/benchmarks.md ("Memory") measures the choice.
-DEFAULT_SHARD_SIZE = 5000
+# server is fixed: few large shards beat many small ones, and a folder of 10,000 files is one
+# task), of memory (about 70 bytes a file of its rows in the command; a worker holds one chunk)
+# and of resume. docs/benchmarks.md ("Memory", "Throughput") measures the choice.
+DEFAULT_SHARD_SIZE = 10_000
 
 
 @dataclass

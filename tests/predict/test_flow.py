@@ -6,6 +6,7 @@ Dask on a LocalCluster, and from an fsspec URL."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_predict_flow_with_worker_processes(
 
     output = tmp_path / "predictions.parquet"
     summary = predict_flow(
-        str(folder["root"]), model=untrained_registry, output=str(output), workers=2, shard_size=7
+        str(folder["root"]), model=untrained_registry, output=str(output), workers=2, shard_size=20
     )
     check_output(pq.read_table(output).to_pylist(), folder)
     assert (summary["scored"], summary["failed"]) == (2 * DIGITS, 5)
@@ -94,6 +95,10 @@ def test_predict_flow_with_worker_processes(
     assert sum(summary["histogram"].values()) == 2 * DIGITS
     assert summary["model_version"] == "v1" and summary["images"] == image_count()
     assert summary["model_alias"] == "production"
+    # Each task spreads its shard over both workers: shards of 20 one after the other, the last
+    # one the rest (53 files: 20, 20, 13; not rounds of 2 shards, the last cut evenly into 7 + 6,
+    # as for tasks that run where they are).
+    assert image_count() == 53 and summary["shards"] == math.ceil(image_count() / 20)
     assert not (tmp_path / "predictions.parquet.parts").exists()
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
