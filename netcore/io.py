@@ -68,10 +68,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             yield temporary
             _fsync(temporary)
-            os.replace(temporary, path)
-            _fsync(path.parent)
+            move_into_place(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def move_into_place(source: str | Path, destination: str | Path) -> None:
+    """Put the complete, synced file `source` at `destination` (the same file system) at once,
+    replacing any file there, and sync the folder's entry."""
+    os.replace(source, destination)
+    _fsync(Path(destination).parent)
 
 
 @contextmanager

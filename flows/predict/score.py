@@ -29,8 +29,15 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from flows.predict.output import CLASSES, SCHEMA, atomic_writer, prediction_table
-from flows.predict.shards import Merge, part_of
+from flows.predict.output import (
+    CLASSES,
+    SCHEMA,
+    atomic_writer,
+    labels,
+    prediction_table,
+    read_part,
+)
+from flows.predict.shards import part_of
 from flows.predict.sources import PredictError, reading_ahead
 from flows.registry.store import open_location, storage_errors
 from netcore.config import NetworkConfig
@@ -169,4 +176,4 @@ def warm_up() -> None:
         part = Path(folder) / "warm-up.parquet"
         with atomic_writer(part) as write:
             write(prediction_table(["warm-up.png"], np.full((1, CLASSES), 0.1), [None], ""))
-        Merge(lambda table: None).add(str(part))
+        labels(read_part(str(part)))

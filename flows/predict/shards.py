@@ -27,7 +27,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +35,25 @@ import numpy as np
 import pyarrow as pa
 
 from flows.predict.lock import OutputLock, take_output_lock
-from flows.predict.output import CLASSES, atomic_writer, labels, listed_names, read_part
+from flows.predict.output import (
+    CLASSES,
+    atomic_writer,
+    labels,
+    listed_names,
+    output_format,
+    read_part,
+)
 from flows.predict.sources import PredictError
-from flows.registry.store import display, open_location, remove_tree, storage_errors, write_whole
+from flows.registry.store import (
+    display,
+    is_local,
+    open_location,
+    remove_tree,
+    storage_errors,
+    write_whole,
+)
 from netcore.errors import DataFileError, DiskFullError
-from netcore.io import TEMPORARY_GLOB
+from netcore.io import TEMPORARY_GLOB, move_into_place
 
 JOB_FILE = "job.json"
 PART_NAME = re.compile(r"part-\d+-\d+\.(json|parquet)")
@@ -160,14 +174,15 @@ class WorkFolder:
         """Stream parts into `output` as they are added (those an earlier run left, first), one
         part in memory at a time; on a clean exit the output appears complete (atomically) and
         the work folder is deleted; on an error the output is untouched and the parts stay."""
+        merge = Merge(output)
         try:
-            with storage_errors(output), atomic_writer(output) as write:
-                merge = Merge(write)
+            with storage_errors(output), merge.writer:
                 for part in self.kept:
                     merge.add(part)
                 yield merge
                 if self.lock is not None:
                     self.lock.check()  # still ours: only now may the output appear
+                merge.finish()
             remove_tree(self.fs, self.path)
         except DiskFullError as error:  # a part, a listing or the output itself
             raise PredictError(
@@ -184,16 +199,49 @@ def part_of(listing: str) -> str:
 
 
 class Merge:
-    """Appends part files to an output; `totals` says what the output holds so far."""
+    """Appends part files to `output`; `totals` says what it holds so far. `finish` makes the
+    output appear; `writer` holds its open writer, if any (WorkFolder.merging closes it).
 
-    def __init__(self, write: Callable[[pa.Table], None]):
-        self.write = write
+    A part is a Parquet file of the output's own layout: when the output is one local Parquet
+    part (a folder of up to one shard), that part becomes the output, moved into place, rather
+    than read back and written again at the end of the run. So the first part is held back until
+    a second one comes or the run finishes."""
+
+    def __init__(self, output: str | Path):
+        self.output = str(output)
         self.totals = Totals()
+        self.writer = ExitStack()
+        self.write: Callable[[pa.Table], None] | None = None
+        self.held: str | None = None  # the first part, still only counted
+        fs, _ = open_location(self.output)
+        self.movable = is_local(fs) and output_format(self.output) == ".parquet"
 
     def add(self, part: str) -> None:
-        table = read_part(part)
-        self.write(table)
-        self.totals.add(labels(table), table.num_rows)
+        if self.movable and self.write is None and self.held is None:
+            self.held = part
+            counted = read_part(part, ["label"])
+        else:
+            counted = self._append(read_part(part))
+        self.totals.add(labels(counted), counted.num_rows)
+
+    def finish(self) -> None:
+        """The output appears, complete: the one held part moved there, or every part written."""
+        if self.held is not None and self.write is None:
+            move_into_place(self.held, self.output)
+            return
+        self._append(None)  # no part at all: an output with no rows
+        self.writer.close()
+
+    def _append(self, table: pa.Table | None) -> pa.Table | None:
+        """Write `table` (None: nothing) to the output, opening it first if need be."""
+        if self.write is None:
+            self.write = self.writer.enter_context(atomic_writer(self.output))
+            if self.held is not None:
+                self.write(read_part(self.held))
+                self.held = None
+        if table is not None:
+            self.write(table)
+        return table
 
 
 def shards(

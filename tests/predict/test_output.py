@@ -200,6 +200,33 @@ def test_shards_parts_and_resume(tmp_path: Path) -> None:
     assert all(row["error"] is None for row in rows if row["path"] != "bad.png")
 
 
+@pytest.mark.parametrize("parts", [0, 1, 2])
+@pytest.mark.parametrize("name", ["predictions.parquet", "predictions.jsonl"])
+def test_the_output_holds_every_part_once(parts: int, name: str, tmp_path: Path) -> None:
+    """A Parquet output of one part is that part, moved into place (not read back and written
+    again); any other output is the parts written in order; no part at all, an empty output."""
+    images = tmp_path / "images"
+    images.mkdir()
+    names = digit_folder(images, 4)[: 2 * parts]
+    model = ModelPayload.of("v1", Network(NetworkConfig(), np.random.default_rng(0)))
+    output = tmp_path / name
+    work = WorkFolder.next_to(output)
+    work.start({"input": str(images)}, resume=False)
+    with work.merging(output) as merge:
+        for number in range(parts):
+            listing = work.listing(number, names[2 * number : 2 * number + 2])
+            job = ShardJob(number, listing, LocalFiles(images), model)
+            score_shard(job)
+            part_bytes = Path(job.part).read_bytes()
+            merge.add(job.part)
+        assert not output.exists()  # it appears complete, at the end
+    assert [row["path"] for row in read_back(output)] == names
+    assert (merge.totals.scored, merge.totals.failed) == (len(names), 0)
+    if parts == 1 and name.endswith(".parquet"):
+        assert output.read_bytes() == part_bytes
+    assert not Path(work.folder).exists()
+
+
 def test_a_fresh_start_clears_only_a_work_folder(tmp_path: Path) -> None:
     output = tmp_path / "out.parquet"
     work = WorkFolder.next_to(output)
