@@ -41,7 +41,7 @@ from flows.paths import default_predictions
 from flows.predict.output import output_format
 from flows.registry.store import check_bucket, is_url, open_location, storage_errors
 from netcore.errors import DataFileError, NetcoreError
-from netcore.images import is_image_name
+from netcore.images import SMALL_FILE_BYTES, is_image_name
 
 
 class PredictError(NetcoreError):
@@ -264,16 +264,28 @@ def _kind(entry: os.DirEntry, real_root: str, seen: set) -> str:
 
 
 class LocalFiles:
-    """Opens files by their path relative to a root folder, unbuffered: a digit file is read
-    whole, in one call (netcore.images reads the first 64 KiB at once), so a buffer would only
-    cost its making and a copy, a good part of reading a file of a few hundred bytes;
-    netcore.images buffers the stream itself before it hands a larger file to Pillow."""
+    """Opens files by their path relative to a root folder. A file of up to SMALL_FILE_BYTES (a
+    digit, mostly: a few hundred bytes) comes back read whole, in memory: three system calls
+    and no file object, whose making and buffer were a good part of reading such a file. A
+    larger one comes back as an unbuffered file (netcore.images reads its first SMALL_FILE_BYTES
+    at once, then buffers the stream itself before it hands the file to Pillow)."""
 
     def __init__(self, root: str | Path):
         self.root = str(root)
 
     def __call__(self, relative: str) -> BinaryIO:
-        return open(os.path.join(self.root, relative), "rb", buffering=0)
+        descriptor = os.open(os.path.join(self.root, relative), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # One read returns the whole of a regular file up to the size asked (POSIX).
+            data = os.read(descriptor, SMALL_FILE_BYTES + 1)
+            if len(data) > SMALL_FILE_BYTES:
+                os.lseek(descriptor, 0, os.SEEK_SET)
+                return open(descriptor, "rb", buffering=0)  # it closes the descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
+        return io.BytesIO(data)
 
     def __repr__(self) -> str:
         return f"LocalFiles({self.root!r})"

@@ -13,6 +13,7 @@ import pytest
 
 from flows.predict.sources import LocalFiles, scan_images
 from netcore.errors import DataFileError
+from netcore.images import SMALL_FILE_BYTES
 
 
 def tree(root: Path, outside: Path) -> None:
@@ -88,3 +89,23 @@ def test_scan_refuses_a_missing_folder_or_a_file(tmp_path: Path) -> None:
     ]:
         with pytest.raises(DataFileError, match=why):
             list(scan_images(bad))
+
+
+@pytest.mark.parametrize("size", [0, 300, SMALL_FILE_BYTES, SMALL_FILE_BYTES + 1, 3 << 20])
+def test_local_files_open_any_size_whole(size: int, tmp_path: Path) -> None:
+    """A small file comes back read at once, a larger one as a file: either way every byte,
+    from the start, and no descriptor is left open."""
+    data = os.urandom(size)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.png").write_bytes(data)
+    opened_before = len(os.listdir("/proc/self/fd"))
+    with LocalFiles(tmp_path)("sub/x.png") as stream:
+        assert stream.read(SMALL_FILE_BYTES + 1) + stream.read() == data
+        stream.seek(0)
+        assert stream.read() == data
+    assert len(os.listdir("/proc/self/fd")) == opened_before
+    with pytest.raises(FileNotFoundError):
+        LocalFiles(tmp_path)("sub/missing.png")
+    with pytest.raises(IsADirectoryError):
+        LocalFiles(tmp_path)("sub")
+    assert len(os.listdir("/proc/self/fd")) == opened_before
