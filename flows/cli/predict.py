@@ -12,6 +12,7 @@ more than they save, and its flow run skips the heartbeat thread, whose end the 
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import urllib.parse
@@ -124,7 +125,7 @@ def predict(
 
     def load() -> tuple[Any, dict[str, Any]]:
         if in_processes:
-            worker_pool(workers)  # the workers start up while Prefect does too
+            worker_pool(workers, options["engine"])  # they start up while Prefect does too
         from flows.predict.flow import predict_flow  # imports Prefect: after its settings
 
         runner = _task_runner(task_runner, workers, dask_address)
@@ -134,7 +135,8 @@ def predict(
 
     # A small job ends long before its first heartbeat would be due (every 180 s).
     settings = {"flows.heartbeat_frequency": None} if small else {}
-    summary, _ = run_flow_command(verbose, load, preload=_preload, settings=settings)
+    preload = functools.partial(_preload, options["engine"])
+    summary, _ = run_flow_command(verbose, load, preload=preload, settings=settings)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -147,15 +149,15 @@ def predict(
     )
 
 
-def _preload() -> None:
+def _preload(engine: str) -> None:
     """What the flow would otherwise import on first use, done while the server boots: Prefect's
-    task engine (on the first task submitted) and pyarrow's lazy imports (on the first part
-    merged in this process)."""
+    task engine (on the first task submitted), pyarrow's lazy imports (on the first part
+    merged in this process) and, for the onnx `engine`, onnxruntime (a small job scores here)."""
     import prefect.task_engine  # noqa: F401
 
     from flows.predict.score import warm_up
 
-    warm_up()
+    warm_up(engine)
 
 
 def _task_runner(kind: str, workers: int, address: str | None) -> Any:

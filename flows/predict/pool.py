@@ -4,7 +4,8 @@ Decoding an image in Pillow is mostly Python code holding the GIL: two threads s
 than one (measured: docs/benchmarks.md, "Batch prediction"). So each Prefect task, running in a
 thread of the flow, spreads its shard's chunks over these processes and waits (releasing the GIL).
 
-    pool = worker_pool(2)           # started once per process and reused (the CLI starts it early)
+    pool = worker_pool(2)           # started once per process and reused (the CLI starts it early;
+                                    # worker_pool(2, "onnx"): its workers import onnxruntime too)
     result = score_shard(job, pool.map)       # flows.predict.score
 
 Workers are spawned, not forked (the flow process runs threads), import only netcore and the
@@ -26,11 +27,11 @@ _pools: dict[int, ProcessPoolExecutor] = {}
 _lock = threading.Lock()
 
 
-def _ready() -> None:
-    """Import and exercise the scoring code now, not on the first shard."""
+def _ready(engine: str) -> None:
+    """Import and exercise the scoring code (for `engine`) now, not on the first shard."""
     from flows.predict.score import warm_up
 
-    warm_up()
+    warm_up(engine)
 
 
 def quiet_pillow() -> None:
@@ -57,9 +58,9 @@ def _start_worker() -> None:
     _exit_with_parent()
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of `workers` processes, all started; the same one for every call with `workers`
-    (a pool broken by a killed worker is replaced)."""
+def worker_pool(workers: int, engine: str = "netcore") -> ProcessPoolExecutor:
+    """A pool of `workers` processes, all started (and made ready to score with `engine`); the
+    same one for every call with `workers` (a pool broken by a killed worker is replaced)."""
     with _lock:
         pool = _pools.get(workers)
         if pool is None or getattr(pool, "_broken", False):
@@ -71,7 +72,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
             try:
                 # Each submit before any worker is idle spawns one: all start now, with ONE_THREAD.
                 for _ in range(workers):
-                    pool.submit(_ready)
+                    pool.submit(_ready, engine)
             finally:
                 for name, value in saved.items():
                     if value is None:

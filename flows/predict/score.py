@@ -168,12 +168,16 @@ def _read_listing(listing: str) -> bytes:
             ) from None
 
 
-def warm_up() -> None:
-    """Write, read back and count one row, as scoring and merging do. pyarrow imports pandas and
-    more on first use (most of a second): this moves that cost out of the first shard, to where
-    the time is free (a worker's start-up, the flow process's wait for its Prefect server)."""
+def warm_up(engine: str = "netcore") -> None:
+    """Write, read back and count one row, as scoring and merging do; for the onnx `engine`,
+    import onnxruntime. pyarrow imports pandas and more on first use (most of a second), and
+    onnxruntime's import is most of a worker's first chunk: this moves those costs out of the
+    first shard, to where the time is free (a worker's start-up, the flow process's wait for
+    its Prefect server)."""
     with tempfile.TemporaryDirectory() as folder:
         part = Path(folder) / "warm-up.parquet"
         with atomic_writer(part) as write:
             write(prediction_table(["warm-up.png"], np.full((1, CLASSES), 0.1), [None], ""))
         labels(read_part(str(part)))
+    if engine == "onnx":
+        import onnxruntime  # noqa: F401
