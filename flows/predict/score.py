@@ -52,6 +52,9 @@ CHUNK = 500
 
 # What computes the probabilities: netcore's own forward pass, or onnxruntime on model.onnx.
 ENGINES = ("netcore", "onnx")
+# Images per onnxruntime call: a CNN's convolutions run fastest while a batch's arrays stay in
+# the CPU's cache (docs/benchmarks.md, "Numbers behind the code").
+ONNX_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,12 @@ class ModelPayload:
         if not len(pixels):
             return np.empty((0, CLASSES), np.float32)
         flat = np.ascontiguousarray(pixels.reshape(len(pixels), -1))
-        (probabilities,) = onnx_session(self.onnx).run(["probabilities"], {"pixels": flat})
-        return probabilities
+        session = onnx_session(self.onnx)
+        batches = [
+            session.run(["probabilities"], {"pixels": flat[start : start + ONNX_BATCH]})[0]
+            for start in range(0, len(flat), ONNX_BATCH)
+        ]
+        return np.concatenate(batches)
 
 
 @functools.lru_cache(maxsize=2)
