@@ -181,39 +181,26 @@ class Network:
         loss, grad_logits = self.loss(logits, labels, label_smoothing)
         return loss, self.backward(caches, grad_logits), logits
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Class probabilities `(n, classes)` for inputs `(n, 784)`, in batches to bound memory."""
+    def logits(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Logits `(n, classes)` for inputs `(n, 784)`, predicting: each layer's `predict` (its
+        forward pass without what backward needs), in batches to bound memory."""
         batch_size = min(batch_size, self.predict_batch)
         out = np.empty((len(x), self.num_classes), dtype=self.dtype)
         for start in range(0, len(x), batch_size):
-            logits = self._predict_batch(x[start : start + batch_size])
-            out[start : start + batch_size] = softmax(logits)
+            h = np.asarray(x[start : start + batch_size], dtype=self.dtype)
+            h = h.reshape(len(h), *self.example_shape)
+            for layer in self.layers:
+                h = layer.predict(h)
+            out[start : start + batch_size] = h
         return out
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Class probabilities `(n, classes)` for inputs `(n, 784)`."""
+        return softmax(self.logits(x, batch_size))
 
     def predict(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """Predicted class `(n,)` for inputs `(n, 784)`."""
-        batch_size = min(batch_size, self.predict_batch)
-        out = np.empty(len(x), dtype=np.int64)
-        for start in range(0, len(x), batch_size):
-            logits = self._predict_batch(x[start : start + batch_size])
-            out[start : start + batch_size] = logits.argmax(axis=1)
-        return out
-
-    def logits(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Logits `(n, classes)` for inputs `(n, 784)`, in batches to bound memory."""
-        batch_size = min(batch_size, self.predict_batch)
-        out = np.empty((len(x), self.num_classes), dtype=self.dtype)
-        for start in range(0, len(x), batch_size):
-            out[start : start + batch_size] = self._predict_batch(x[start : start + batch_size])
-        return out
-
-    def _predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """Logits `(batch, classes)` for inputs `(batch, 784)`, predicting: the layers' `predict`
-        (their forward without what backward needs)."""
-        h = np.asarray(x, dtype=self.dtype).reshape(len(x), *self.example_shape)
-        for layer in self.layers:
-            h = layer.predict(h)
-        return h
+        return self.logits(x, batch_size).argmax(axis=1)
 
 
 if __name__ == "__main__":
