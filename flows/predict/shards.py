@@ -219,29 +219,29 @@ class Merge:
     def add(self, part: str) -> None:
         if self.movable and self.write is None and self.held is None:
             self.held = part
-            counted = read_part(part, ["label"])
+            table = read_part(part, ["label"])
         else:
-            counted = self._append(read_part(part))
-        self.totals.add(labels(counted), counted.num_rows)
+            table = read_part(part)
+            self._opened()(table)
+        self.totals.add(labels(table), table.num_rows)
 
     def finish(self) -> None:
-        """The output appears, complete: the one held part moved there, or every part written."""
-        if self.held is not None and self.write is None:
+        """The output appears, complete: the one held part moved there, or every part written
+        (none at all: an output with no rows)."""
+        if self.held is not None:
             move_into_place(self.held, self.output)
             return
-        self._append(None)  # no part at all: an output with no rows
+        self._opened()
         self.writer.close()
 
-    def _append(self, table: pa.Table | None) -> pa.Table | None:
-        """Write `table` (None: nothing) to the output, opening it first if need be."""
+    def _opened(self) -> Callable[[pa.Table], None]:
+        """The output's `write`, opened on first use, the held part written first."""
         if self.write is None:
             self.write = self.writer.enter_context(atomic_writer(self.output))
             if self.held is not None:
                 self.write(read_part(self.held))
                 self.held = None
-        if table is not None:
-            self.write(table)
-        return table
+        return self.write
 
 
 def shards(
