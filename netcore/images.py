@@ -25,7 +25,6 @@ one-line reason instead of pixels. Run `python -m netcore.images FILE...` to see
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,8 +101,6 @@ def _read(file: str | Path | BinaryIO, name: str | None, max_pixels: int) -> np.
             if plain is not None:
                 return plain
         file.seek(0)
-        if isinstance(file, io.RawIOBase):
-            file = io.BufferedReader(file)  # Pillow reads a few bytes at a time
         with Image.open(file, formats=FORMATS) as image:
             _check_size(image, name, max_pixels)
             return _gray(image)

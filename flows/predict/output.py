@@ -99,13 +99,16 @@ def prediction_table(
     else:
         path_column = _texts([shown(path) for path in paths])
         hex_column = _texts([_hex_unless_utf8(path) for path in paths])
-    errors = [None if problem is None else shown(problem) for problem in problems]
+    if scored.all():
+        error_column = _repeated(None, rows)
+    else:
+        error_column = _texts([None if problem is None else shown(problem) for problem in problems])
     columns = [
         path_column,
         _numbers(probabilities.argmax(axis=1).astype(np.int64), pa.int64(), scored),
         _numbers(probabilities.max(axis=1), pa.float32(), scored),
         *[_numbers(probabilities[:, k], pa.float32(), scored) for k in range(CLASSES)],
-        _repeated(None, rows) if scored.all() else _texts(errors),
+        error_column,
         _repeated(model_version, rows),
         _repeated(model_alias, rows),
         hex_column,

@@ -267,8 +267,7 @@ class LocalFiles:
     """Opens files by their path relative to a root folder. A file of up to SMALL_FILE_BYTES (a
     digit, mostly: a few hundred bytes) comes back read whole, in memory: three system calls
     and no file object, whose making and buffer were a good part of reading such a file. A
-    larger one comes back as an unbuffered file (netcore.images reads its first SMALL_FILE_BYTES
-    at once, then buffers the stream itself before it hands the file to Pillow)."""
+    larger one comes back as an open file."""
 
     def __init__(self, root: str | Path):
         self.root = str(root)
@@ -280,7 +279,7 @@ class LocalFiles:
             data = os.read(descriptor, SMALL_FILE_BYTES + 1)
             if len(data) > SMALL_FILE_BYTES:
                 os.lseek(descriptor, 0, os.SEEK_SET)
-                return open(descriptor, "rb", buffering=0)  # it closes the descriptor
+                return open(descriptor, "rb")  # it closes the descriptor
         except BaseException:
             os.close(descriptor)
             raise
